@@ -1,0 +1,190 @@
+#!/usr/bin/env python
+"""gcm-lasagne: reproduce Generative Contribution Mappings (Arai & Nagao).
+
+With no command (or `reproduce`): train GCM, clipped GCM and the CNN baseline on CIFAR-10
+with the paper's recipe (Table 2), resuming whatever is partly done, then
+write Table 3 under results/.
+"""
+import argparse
+import os
+import sys
+
+import gcm_lasagne  # noqa: F401  (configures Theano first)
+from gcm_lasagne import checkpoint, data, paper, report, train
+from gcm_lasagne.models import MODELS
+
+PAPER_MODELS = ('gcm', 'gcm-clip', 'cnn')
+
+
+class Parser(argparse.ArgumentParser):
+    def error(self, message):
+        # one line, not argparse's usage block
+        sys.stderr.write('%s: error: %s (see --help)\n' % (self.prog, message))
+        sys.exit(2)
+
+
+def positive_int(text):
+    value = int(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError('must be a positive integer')
+    return value
+
+
+def add_recipe_options(p):
+    t2 = paper.TABLE2
+    g = p.add_argument_group('recipe (defaults: Table 2 of the paper)')
+    g.add_argument('--epochs', type=positive_int, default=t2['epochs'])
+    g.add_argument('--batch-size', type=positive_int,
+                   default=t2['batch_size'])
+    g.add_argument('--learning-rate', type=float, default=t2['learning_rate'])
+    g.add_argument('--lr-steps', type=positive_int, nargs='*',
+                   default=list(t2['lr_steps']), metavar='EPOCH',
+                   help='divide the rate by --lr-factor after these epochs '
+                        '(default: %(default)s)')
+    g.add_argument('--lr-factor', type=float, default=t2['lr_factor'])
+    g.add_argument('--momentum', type=float, default=t2['momentum'])
+    g.add_argument('--weight-decay', type=float, default=t2['weight_decay'],
+                   help='L2 weight decay (the paper uses none)')
+    g.add_argument('--pad', type=int, default=t2['pad'],
+                   help='zero padding before the random crop, pixels')
+    g.add_argument('--no-flip', dest='flip', action='store_false',
+                   help='no random horizontal flips')
+    g.add_argument('--validation', type=int, default=0, metavar='N',
+                   help='hold out N training images and report accuracy on '
+                        'them each epoch (the paper chose its recipe with '
+                        '5000); default: evaluate on the test set')
+    g.add_argument('--train-subset', type=int, default=0, metavar='N',
+                   help='train on a fixed random N of the training images')
+    g.add_argument('--seed', type=int, default=1)
+
+
+def add_data_options(p, default='cifar10'):
+    p.add_argument('--data', default=default,
+                   help="'cifar10' (the official archive, downloaded into "
+                        "--data-dir) or PATH, a folder with train/<class>/ "
+                        "and test/<class>/ images")
+    p.add_argument('--data-dir', default='data',
+                   help='where the CIFAR-10 archive is (default: data/)')
+    p.add_argument('--no-download', dest='download', action='store_false',
+                   help='never download CIFAR-10; fail if it is missing')
+    p.add_argument('--image-size', type=positive_int, nargs=2,
+                   metavar=('ROWS', 'COLS'),
+                   help='resize image-folder images to this size')
+
+
+def build_parser():
+    p = Parser(prog='run_cifar10.py', description=__doc__,
+               formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument('--runs', default='runs',
+                   help='folder of run folders (default: runs/)')
+    p.add_argument('--results', default='results',
+                   help='where Table 3 is written (default: results/)')
+    p.set_defaults(command='reproduce', data='cifar10', data_dir='data',
+                   download=True, image_size=None)
+    sub = p.add_subparsers(dest='command', parser_class=Parser)
+
+    r = sub.add_parser('reproduce', help='the default: GCM, clipped GCM and '
+                       'the CNN with Table 2\'s recipe, then Table 3')
+    add_data_options(r)
+
+    t = sub.add_parser('train', help='train one model')
+    t.add_argument('--model', choices=MODELS, default='gcm')
+    t.add_argument('--out', help='run folder (default: RUNS/MODEL)')
+    t.add_argument('--resume', action='store_true',
+                   help='continue the run in --out where it stopped')
+    add_data_options(t)
+    add_recipe_options(t)
+
+    e = sub.add_parser('evaluate', help='accuracy, per-class accuracy and '
+                       'confusion matrix of a saved model on its test set')
+    e.add_argument('checkpoint')
+    add_data_options(e, default=None)
+
+    tb = sub.add_parser('table3', help='Table 3 from the runs that exist')
+    tb.add_argument('--params-only', action='store_true',
+                    help='only the parameter counts; exit 1 if one no '
+                         'longer rounds to the paper\'s figure')
+    tb.add_argument('--no-timing', action='store_true',
+                    help='skip measuring the GCM/CNN time ratio')
+    return p
+
+
+def recipe(args, model):
+    return train.default_config(
+        model=model, data=args.data, data_dir=args.data_dir,
+        download=args.download, image_size=args.image_size, epochs=args.epochs,
+        batch_size=args.batch_size, learning_rate=args.learning_rate,
+        lr_steps=args.lr_steps, lr_factor=args.lr_factor,
+        momentum=args.momentum, weight_decay=args.weight_decay, pad=args.pad,
+        flip=args.flip, validation=args.validation,
+        train_subset=args.train_subset, seed=args.seed)
+
+
+def cmd_train(args):
+    out = args.out or os.path.join(args.runs, args.model)
+    metrics = train.train(recipe(args, args.model), out, resume=args.resume)
+    print('%s: %s accuracy %.2f%% (run folder %s)' % (
+        args.model, metrics['eval_set'], 100 * metrics['accuracy'], out))
+
+
+def cmd_evaluate(args):
+    net, meta, _ = checkpoint.load(args.checkpoint)
+    config = dict(meta['config'])
+    if args.data:
+        config.update(data=args.data, data_dir=args.data_dir,
+                      download=args.download, image_size=args.image_size)
+    config.update(validation=0, train_subset=0)
+    _, _, X, y, classes = train.load_data(config)
+    if classes != meta['classes']:
+        raise data.DataError('the data\'s classes %s are not the model\'s %s'
+                             % (classes, meta['classes']))
+    loss, pred = train.evaluate(train.compile_eval(net), X, y)
+    metrics = train.test_metrics(y, pred, classes)
+    print(report.metrics_text(metrics, loss))
+
+
+def cmd_table3(args):
+    if args.params_only:
+        text, ok = report.params_table()
+        print(text)
+        return 0 if ok else 1
+    table = report.table3(args.runs, timing=not args.no_timing)
+    print(report.write_table3(table, args.results))
+    return 0
+
+
+def cmd_reproduce(args):
+    """The paper's three experiments in turn, each resumed if partly done."""
+    for model in PAPER_MODELS:
+        out = os.path.join(args.runs, model)
+        config = train.default_config(model=model, data=args.data,
+                                      data_dir=args.data_dir,
+                                      download=args.download,
+                                      image_size=args.image_size)
+        if os.path.exists(os.path.join(out, 'metrics.json')):
+            print('%s: done already (%s)' % (model, out))
+            continue
+        print('== %s -> %s' % (model, out))
+        train.train(config, out, resume=True)
+    table = report.table3(args.runs, timing=True)
+    print(report.write_table3(table, args.results))
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    commands = {'train': cmd_train, 'evaluate': cmd_evaluate,
+                'table3': cmd_table3, 'reproduce': cmd_reproduce}
+    try:
+        return commands[args.command or 'reproduce'](args) or 0
+    except (data.DataError, checkpoint.CheckpointError,
+            train.TrainingError) as e:
+        sys.stderr.write('error: %s\n' % e)
+        return 1
+    except KeyboardInterrupt:
+        sys.stderr.write('\ninterrupted: the checkpoint of the last finished '
+                         'epoch is kept; continue with --resume\n')
+        return 130
+
+
+if __name__ == '__main__':
+    sys.exit(main())

@@ -1,0 +1,164 @@
+"""Issue 3: the recipe, the training loop and the command line, on a tiny
+synthetic image-folder data set (no download, no ../shared)."""
+import csv
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import run_cifar10
+from gcm_lasagne import checkpoint, paper, train
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CLASSES = ('circle', 'cross', 'square')
+TINY = ['--epochs', '2', '--batch-size', '8', '--lr-steps', '1',
+        '--learning-rate', '0.05', '--pad', '1']
+
+
+def _draw(kind, rng):
+    img = rng.uniform(0, 60, (8, 8, 3))
+    r, c = np.mgrid[:8, :8]
+    mask = {'circle': (r - 3.5) ** 2 + (c - 3.5) ** 2 < 8,
+            'cross': (r == 3) | (c == 4),
+            'square': (r > 1) & (r < 6) & (c > 1) & (c < 6)}[kind]
+    img[mask] += 180
+    return Image.fromarray(img.astype(np.uint8))
+
+
+@pytest.fixture(scope='module')
+def folder(tmp_path_factory):
+    """train/ with 12 images a class, test/ with 4, 8x8 RGB PNGs."""
+    root = tmp_path_factory.mktemp('shapes')
+    rng = np.random.RandomState(0)
+    for split, n in (('train', 12), ('test', 4)):
+        for kind in CLASSES:
+            os.makedirs(root / split / kind)
+            for i in range(n):
+                _draw(kind, rng).save(root / split / kind / ('%d.png' % i))
+    return str(root)
+
+
+def cli(*args):
+    """The real command line, in a child process."""
+    return subprocess.run([sys.executable, 'run_cifar10.py'] + list(args),
+                          cwd=ROOT, capture_output=True, text=True)
+
+
+def test_learning_rate_schedule_of_table2():
+    config = train.default_config()
+    rates = {e: train.learning_rate(config, e) for e in range(1, 181)}
+    assert {rates[e] for e in range(1, 101)} == {0.1}
+    assert {round(rates[e], 10) for e in range(101, 151)} == {0.01}
+    assert {round(rates[e], 10) for e in range(151, 181)} == {0.001}
+    assert config['epochs'] == 180 and config['batch_size'] == 128
+    assert config['momentum'] == 0.9 and config['weight_decay'] == 0
+    for key, value in paper.TABLE2.items():
+        assert config[key] == (list(value) if key == 'lr_steps' else value)
+
+
+def test_two_epochs_equal_one_plus_resume_plus_one(folder, tmp_path):
+    straight, split = str(tmp_path / 'straight'), str(tmp_path / 'split')
+    done = cli('train', '--data', folder, '--out', straight, *TINY)
+    assert done.returncode == 0, done.stderr
+    assert 'test accuracy' in done.stdout
+    for name in ('config.json', 'log.csv', 'checkpoint.npz', 'model.npz',
+                 'metrics.json'):
+        assert os.path.exists(os.path.join(straight, name)), name
+    with open(os.path.join(straight, 'log.csv')) as f:
+        log = list(csv.DictReader(f))
+    assert [r['epoch'] for r in log] == ['1', '2']
+    assert [float(r['learning_rate']) for r in log] == pytest.approx(
+        [0.05, 0.005])
+    with open(os.path.join(straight, 'metrics.json')) as f:
+        metrics = json.load(f)
+    assert metrics['classes'] == list(CLASSES)
+    assert np.sum(metrics['confusion_matrix']) == 12
+
+    first = cli('train', '--data', folder, '--out', split,
+                *(TINY[:1] + ['1'] + TINY[2:]))
+    assert first.returncode == 0, first.stderr
+    again = cli('train', '--data', folder, '--out', split, *TINY)
+    assert again.returncode == 1 and 'already holds a run' in again.stderr
+    resumed = cli('train', '--data', folder, '--out', split, '--resume',
+                  *TINY)
+    assert resumed.returncode == 0, resumed.stderr
+    assert 'resuming' in resumed.stdout
+
+    _, a, _ = checkpoint.read(os.path.join(straight, 'model.npz'))
+    _, b, _ = checkpoint.read(os.path.join(split, 'model.npz'))
+    assert len(a) == len(b)
+    for x, y in zip(a, b):
+        np.testing.assert_array_equal(x, y)
+    with open(os.path.join(split, 'log.csv')) as f:
+        assert [r['epoch'] for r in csv.DictReader(f)] == ['1', '2']
+
+    ev = cli('evaluate', os.path.join(straight, 'model.npz'))
+    assert ev.returncode == 0, ev.stderr
+    assert 'confusion matrix' in ev.stdout
+    assert '%.2f%%' % (100 * metrics['accuracy']) in ev.stdout
+
+
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(folder, tmp_path,
+                                                           monkeypatch,
+                                                           capsys):
+    out = str(tmp_path / 'run')
+    args = ['train', '--model', 'cnn', '--data', folder, '--out', out] + TINY
+    assert run_cifar10.main(args[:-len(TINY)] + TINY[:1] + ['1']
+                            + TINY[2:]) == 0
+    ckpt = os.path.join(out, 'checkpoint.npz')
+    with open(ckpt, 'rb') as f:
+        before = f.read()
+    monkeypatch.setattr(train, 'learning_rate', lambda config, epoch: 1e30)
+    assert run_cifar10.main(args + ['--resume']) == 1
+    err = capsys.readouterr().err
+    assert 'loss became' in err and 'epoch 1 is kept' in err
+    with open(ckpt, 'rb') as f:
+        assert f.read() == before
+    with open(os.path.join(out, 'log.csv')) as f:
+        assert [r['epoch'] for r in csv.DictReader(f)] == ['1']
+
+
+def test_cnn_stores_its_pixel_mean(folder, tmp_path):
+    out = str(tmp_path / 'cnn')
+    assert run_cifar10.main(['train', '--model', 'cnn', '--data', folder,
+                             '--out', out] + TINY[:1] + ['1'] + TINY[2:]) == 0
+    net, meta, _ = checkpoint.load(os.path.join(out, 'model.npz'))
+    from gcm_lasagne import data
+    X = data.load_image_folder(folder)['X_train']
+    np.testing.assert_allclose(net['centre'].pixel_mean.get_value(),
+                               data.to_float(X).mean(axis=0), atol=1e-6)
+
+
+@pytest.mark.parametrize('args, message', [
+    (['train', '--epochs', '0'], 'positive integer'),
+    (['train', '--model', 'resnet'], 'invalid choice'),
+    (['frobnicate'], 'invalid choice'),
+])
+def test_bad_arguments_exit_2_with_one_line(args, message):
+    done = cli(*args)
+    assert done.returncode == 2
+    assert done.stderr.count('\n') == 1 and message in done.stderr
+
+
+def test_bad_inputs_give_one_line_errors(tmp_path):
+    missing = cli('evaluate', str(tmp_path / 'nothing.npz'))
+    assert missing.returncode == 1
+    assert missing.stderr.startswith('error: no model file')
+    junk = tmp_path / 'junk.npz'
+    junk.write_bytes(b'not a zip')
+    bad = cli('evaluate', str(junk))
+    assert bad.returncode == 1 and 'not a gcm-lasagne model' in bad.stderr
+    nodata = cli('train', '--data-dir', str(tmp_path), '--no-download')
+    assert nodata.returncode == 1 and nodata.stderr.count('\n') == 1
+    assert str(tmp_path) in nodata.stderr
+
+
+def test_params_only_table3():
+    done = cli('table3', '--params-only')
+    assert done.returncode == 0, done.stderr
+    for model in ('gcm', 'gcm-clip', 'cnn'):
+        assert '| %s | %d |' % (model, paper.PARAMS[model]) in done.stdout
