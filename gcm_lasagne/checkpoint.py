@@ -32,6 +32,7 @@ def save(path, net, meta, **arrays):
     folder = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(dir=folder, suffix='.tmp.npz')
     try:
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it owner-only
         with os.fdopen(fd, 'wb') as f:
             np.savez(f, **named)
             f.flush()
@@ -41,6 +42,12 @@ def save(path, net, meta, **arrays):
         if os.path.exists(tmp):
             os.remove(tmp)
         raise
+
+
+def _umask():
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def read(path):

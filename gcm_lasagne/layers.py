@@ -21,8 +21,12 @@ class ClassContributionMapLayer(MergeLayer):
 
     def get_output_for(self, inputs, **kwargs):
         class_weight_map, image = inputs
-        return (class_weight_map.dimshuffle(0, 1, 'x', 2, 3)
-                * image.dimshuffle(0, 'x', 1, 2, 3))
+        ccm = (class_weight_map.dimshuffle(0, 1, 'x', 2, 3)
+               * image.dimshuffle(0, 'x', 1, 2, 3))
+        # ClassScoreLayer reads the factors from here: the score needs no
+        # (batch, N, D, R, C) array (docs/performance.md).
+        ccm.tag.class_contribution_factors = (class_weight_map, image)
+        return ccm
 
 
 class ClassScoreLayer(Layer):
@@ -34,7 +38,17 @@ class ClassScoreLayer(Layer):
         return input_shape[:2]
 
     def get_output_for(self, class_contribution_map, **kwargs):
-        return class_contribution_map.mean(axis=(2, 3, 4))
+        factors = getattr(class_contribution_map.tag,
+                          'class_contribution_factors', None)
+        if factors is None:
+            return class_contribution_map.mean(axis=(2, 3, 4))
+        # The same number without materialising the CCM:
+        # mean_{d,r,c} CWM_j[r,c] I[d,r,c] = mean_{r,c} CWM_j[r,c] mean_d I[d,r,c]
+        # (the image's channel mean is computed once, not once per class,
+        # and the gradient needs no (batch, N, D, R, C) array either).
+        class_weight_map, image = factors
+        return (class_weight_map
+                * image.mean(axis=1).dimshuffle(0, 'x', 1, 2)).mean(axis=(2, 3))
 
 
 class PixelMeanLayer(Layer):

@@ -1,0 +1,130 @@
+"""Issue 5: the throughput benchmark cannot silently break (its --quick mode
+runs here; no timing is asserted), and the compiled training step of GCM is
+the graph docs/performance.md describes: float32 only, CorrMM convolutions,
+no legacy ConvOp, no (batch, N, D, R, C) Class Contribution Map."""
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import gcm_lasagne  # noqa: F401  (configures Theano)
+import lasagne
+import theano
+import theano.tensor as T
+from theano.tensor.nnet.conv import ConvOp
+
+from gcm_lasagne.models import build_model
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BENCHMARK = os.path.join(ROOT, 'benchmarks', 'throughput.py')
+
+
+def training_step(model, shape=(3, 8, 8), classes=3):
+    """The training step of gcm_lasagne.train: momentum SGD on the mean
+    cross-entropy, returning the summed loss and the number right."""
+    x, y = T.tensor4('x'), T.ivector('y')
+    net = build_model(model, num_classes=classes, input_shape=shape,
+                      input_var=x)
+    prob = lasagne.layers.get_output(net['prob'])
+    loss = lasagne.objectives.categorical_crossentropy(prob, y)
+    params = lasagne.layers.get_all_params(net['prob'], trainable=True)
+    updates = lasagne.updates.momentum(loss.mean(), params, 0.01, 0.9)
+    return theano.function(
+        [x, y], [loss.sum(), T.eq(T.argmax(prob, axis=1), y).sum()],
+        updates=updates)
+
+
+@pytest.fixture(scope='module')
+def gcm_step():
+    return training_step('gcm')
+
+
+def test_training_graph_is_float32_and_uses_corrmm(gcm_step):
+    fgraph = gcm_step.maker.fgraph
+    nodes = fgraph.toposort()
+    float64 = [v for v in fgraph.variables
+               if getattr(v.type, 'dtype', None) == 'float64']
+    assert not float64, float64
+    assert not [n for n in nodes if isinstance(n.op, ConvOp)]
+    ops = [type(n.op).__name__ for n in nodes]
+    # 13 convolutions + 2 transposed ones: forward, gradient of the weights
+    # of all 15, gradient of the input of all but the first
+    assert ops.count('CorrMM') == 13 + 2            # conv fwd, deconv bwd
+    assert ops.count('CorrMM_gradWeights') == 15
+    assert ops.count('CorrMM_gradInputs') == 2 + 12  # deconv fwd, conv bwd
+    assert not [o for o in ops if 'AbstractConv' in o]
+
+
+def test_training_graph_has_no_5d_class_contribution_map(gcm_step):
+    """The score is computed from the CWM and the image's channel mean:
+    nothing in the training step is (batch, N, D, R, C)."""
+    five_d = [v for v in gcm_step.maker.fgraph.variables
+              if getattr(v.type, 'ndim', 0) == 5]
+    assert not five_d, five_d
+
+
+def test_fast_score_equals_the_mean_of_the_ccm():
+    x = T.tensor4('x')
+    net = build_model('gcm', num_classes=4, input_shape=(3, 8, 8),
+                      input_var=x)
+    f = theano.function([x], lasagne.layers.get_output(
+        [net['class_contribution_map'], net['class_scores']],
+        deterministic=True))
+    image = np.random.RandomState(0).uniform(0, 1, (5, 3, 8, 8))
+    ccm, scores = f(image.astype(theano.config.floatX))
+    np.testing.assert_allclose(scores, ccm.mean(axis=(2, 3, 4)), rtol=1e-5,
+                               atol=1e-7)
+
+
+def test_quick_benchmark_runs_and_reports_every_row(tmp_path):
+    out = tmp_path / 'bench.json'
+    child = subprocess.run(
+        [sys.executable, BENCHMARK, '--quick', '--json', str(out)],
+        cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert child.returncode == 0, child.stderr[-3000:]
+    table = child.stdout
+    for row in ('training, images/s', 'inference, images/s',
+                'achieved GFLOP/s', 'filled cache', 'peak memory',
+                'GCM/CNN time ratio, training', 'GCM/CNN time ratio, '
+                'inference', 'data pipeline', 'float32 matmul'):
+        assert row in table, row
+    assert '| gcm | gcm-clip | cnn |' in table
+    result = json.loads(out.read_text())
+    assert set(result['models']) == {'gcm', 'gcm-clip', 'cnn'}
+    for model, entry in result['models'].items():
+        for key in ('train_img_s_median', 'infer_img_s_median',
+                    'train_gflops', 'infer_gflops', 'compile_train_s',
+                    'compile_infer_s', 'first_step_s', 'maxrss_mb',
+                    'forward_multiply_adds', 'load_before'):
+            assert entry[key] is not None, (model, key)
+        assert entry['train_img_s_median'] > 0
+        assert entry['train_graph']['float64_variables'] == []
+        assert entry['train_graph']['legacy_convop'] == 0
+        assert entry['train_graph']['corrmm'] > 0
+    assert result['ratio']['paper'] == 1.15
+    assert result['ratio']['train'] > 0 and result['ratio']['infer'] > 0
+    assert result['gemm']['numpy_gflops_median'] > 0
+    assert result['gemm']['theano_gflops_median'] > 0
+    assert 'img_s' in result['data'] or 'error' in result['data']
+    assert result['load_start'] is not None
+
+
+def test_multiply_add_count_of_table1():
+    """The analytic count behind the GFLOP/s column, by hand for the first
+    layers of GCM (32x32 input)."""
+    sys.path.insert(0, os.path.join(ROOT, 'benchmarks'))
+    try:
+        import throughput
+    finally:
+        sys.path.pop(0)
+    total, per_layer = throughput.count_multiply_adds(build_model('gcm'))
+    assert per_layer['conv1'] == 32 * 32 * 16 * 3 * 9
+    assert per_layer['conv5'] == 16 * 16 * 32 * 16 * 9
+    assert per_layer['deconv11'] == 8 * 8 * 64 * 32 * 9
+    assert per_layer['conv15'] == 32 * 32 * 10 * 16 * 25
+    assert per_layer['class_contribution_map'] == 10 * 3 * 32 * 32
+    assert total == sum(per_layer.values())
+
