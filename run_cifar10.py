@@ -6,14 +6,20 @@ with the paper's recipe (Table 2), resuming whatever is partly done, then
 write Table 3 under results/.
 """
 import argparse
+import glob
 import os
 import sys
 
 import gcm_lasagne  # noqa: F401  (configures Theano first)
-from gcm_lasagne import checkpoint, data, paper, report, train
+from gcm_lasagne import (checkpoint, data, device, paper, report, train,
+                         visualize)
 from gcm_lasagne.models import MODELS
 
 PAPER_MODELS = ('gcm', 'gcm-clip', 'cnn')
+HERE = os.path.dirname(os.path.abspath(__file__))
+SHIPPED_MODEL = os.path.join(HERE, 'models', 'gcm-cifar10jpeg-15ep',
+                             'model.npz')
+SAMPLES = os.path.join(HERE, 'samples', 'cifar10-test')
 
 
 class Parser(argparse.ArgumentParser):
@@ -100,6 +106,25 @@ def build_parser():
     e.add_argument('checkpoint')
     add_data_options(e, default=None)
 
+    f = sub.add_parser('figures', help='Figures 6 (7 for a clipped model) '
+                       'and 8 from correctly classified test images')
+    f.add_argument('checkpoint')
+    f.add_argument('--out', help='default: the model\'s folder')
+    add_data_options(f, default=None)
+
+    x = sub.add_parser('explain', help='top classes and CCM figures for any '
+                       'image files')
+    x.add_argument('checkpoint')
+    x.add_argument('images', nargs='+', metavar='IMAGE')
+    x.add_argument('--out', default='explained',
+                   help='where the figures and maps go (default: '
+                        'explained/)')
+    x.add_argument('--top', type=positive_int, default=3)
+
+    d = sub.add_parser('demo', help='Figures 6 and 8 from the model that '
+                       'ships with this repository, offline')
+    d.add_argument('--out', default=os.path.join('results', 'demo'))
+
     tb = sub.add_parser('table3', help='Table 3 from the runs that exist')
     tb.add_argument('--params-only', action='store_true',
                     help='only the parameter counts; exit 1 if one no '
@@ -143,6 +168,32 @@ def cmd_evaluate(args):
     print(report.metrics_text(metrics, loss))
 
 
+def cmd_figures(args):
+    override = None
+    if args.data:
+        override = dict(data=args.data, data_dir=args.data_dir,
+                        download=args.download, image_size=args.image_size)
+    out = args.out or os.path.dirname(os.path.abspath(args.checkpoint))
+    for path in visualize.run_figures(args.checkpoint, out, override):
+        print('wrote', path)
+
+
+def cmd_explain(args):
+    visualize.run_explain(args.checkpoint, args.images, args.out, args.top)
+
+
+def cmd_demo(args):
+    """The shipped model on the shipped sample test images (3 a class)."""
+    meta, _, _ = checkpoint.read(SHIPPED_MODEL)
+    paths = sorted(glob.glob(os.path.join(SAMPLES, '*', '*.jpg')))
+    labels = [meta['classes'].index(os.path.basename(os.path.dirname(p)))
+              for p in paths]
+    images, _ = visualize.load_images(paths, meta['input_shape'])
+    for path in visualize.run_figures(SHIPPED_MODEL, args.out, images=images,
+                                      labels=labels):
+        print('wrote', path)
+
+
 def cmd_table3(args):
     if args.params_only:
         text, ok = report.params_table()
@@ -168,16 +219,27 @@ def cmd_reproduce(args):
         train.train(config, out, resume=True)
     table = report.table3(args.runs, timing=True)
     print(report.write_table3(table, args.results))
+    for model in ('gcm', 'gcm-clip'):
+        for path in visualize.run_figures(
+                os.path.join(args.runs, model, 'model.npz'),
+                os.path.join(args.results, model)):
+            print('wrote', path)
 
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
+    ok, message = device.device_status()
+    if not ok:  # Theano would silently run on the CPU
+        sys.stderr.write(message + '\n')
+        return 1
     commands = {'train': cmd_train, 'evaluate': cmd_evaluate,
-                'table3': cmd_table3, 'reproduce': cmd_reproduce}
+                'table3': cmd_table3, 'reproduce': cmd_reproduce,
+                'figures': cmd_figures, 'explain': cmd_explain,
+                'demo': cmd_demo}
     try:
         return commands[args.command or 'reproduce'](args) or 0
     except (data.DataError, checkpoint.CheckpointError,
-            train.TrainingError) as e:
+            train.TrainingError, visualize.ExplainError) as e:
         sys.stderr.write('error: %s\n' % e)
         return 1
     except KeyboardInterrupt:

@@ -1,8 +1,10 @@
 """Layers that Lasagne 0.1 (PyPI) lacks, with the constructor arguments,
 defaults and semantics of Lasagne 0.2.dev1 (GitHub master), so that the
 models build the same on either. `compat` picks Lasagne's own when present.
-Written for this project; checked against master in tests/test_layers.py
-(by numpy) and by hand against an installed master (README, "Layers")."""
+Written for this project; checked against numpy in tests/test_layers.py and
+against an installed master in docs/lasagne-master-check.md."""
+import numbers
+
 import theano
 import theano.tensor as T
 from lasagne import init, nonlinearities
@@ -45,7 +47,7 @@ class BatchNormLayer(Layer):
         super().__init__(incoming, **kwargs)
         if axes == 'auto':
             axes = (0,) + tuple(range(2, len(self.input_shape)))
-        elif isinstance(axes, int):
+        elif isinstance(axes, numbers.Integral):
             axes = (axes,)
         self.axes = tuple(axes)
         self.epsilon = epsilon
@@ -59,10 +61,11 @@ class BatchNormLayer(Layer):
             beta, shape, 'beta', trainable=True, regularizable=False)
         self.gamma = None if gamma is None else self.add_param(
             gamma, shape, 'gamma', trainable=True, regularizable=True)
-        self.mean = self.add_param(mean, shape, 'mean',
-                                   trainable=False, regularizable=False)
+        self.mean = self.add_param(mean, shape, 'mean', trainable=False,
+                                   regularizable=False, batch_norm_stat=True)
         self.inv_std = self.add_param(inv_std, shape, 'inv_std',
-                                      trainable=False, regularizable=False)
+                                      trainable=False, regularizable=False,
+                                      batch_norm_stat=True)
 
     def get_output_for(self, input, deterministic=False,
                        batch_norm_use_averages=None,
@@ -113,9 +116,8 @@ def batch_norm(layer, **kwargs):
     if getattr(layer, 'b', None) is not None:
         del layer.params[layer.b]
         layer.b = None
-    name = kwargs.pop('name', None)
-    if name is None and getattr(layer, 'name', None):
-        name = layer.name + '_bn'
+    name = kwargs.pop('name', None) or (
+        getattr(layer, 'name', None) and layer.name + '_bn')
     layer = BatchNormLayer(layer, name=name, **kwargs)
     if nonlinearity is not None:
         layer = NonlinearityLayer(layer, nonlinearity,
@@ -145,6 +147,8 @@ class TransposedConv2DLayer(Layer):
         self.num_filters = num_filters
         self.filter_size = _pair(filter_size)
         self.stride = _pair(stride)
+        if crop == 'same' and not all(f % 2 for f in self.filter_size):
+            raise NotImplementedError("crop='same' needs odd filter sizes")
         self.crop = crop if crop in ('valid', 'full', 'same') else _pair(crop)
         self.untie_biases = untie_biases
         self.flip_filters = flip_filters

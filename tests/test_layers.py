@@ -74,6 +74,8 @@ def test_batch_norm_params_and_tags():
                                                           layer.gamma}
     assert set(get_all_params(layer, regularizable=True)) == {layer.gamma}
     assert len(get_all_params(layer)) == 4  # mean and inv_std are saved
+    assert set(get_all_params(layer, batch_norm_stat=True)) == {
+        layer.mean, layer.inv_std}
 
 
 def test_batch_norm_wrapper_moves_bias_and_nonlinearity():

@@ -1,0 +1,493 @@
+"""Figures 6-8 of the paper and `explain` for one's own images.
+
+Everything is drawn with Pillow, not matplotlib: Pillow gives exact pixel
+positions and a size that does not depend on a DPI or a backend, so the
+tests can find a cell, its red frame and its score by arithmetic
+(`figure6_layout`) and check them in the written PNG.
+
+How a CCM is shown (Sec. 4.2): the CCM is image-like (3 channels, since
+CCM_j = Tile(CWM_j) (x) I), so it is drawn in colour. It is signed, so it
+is split into its positive part max(CCM, 0) and its negative part
+max(-CCM, 0) (`split_signed`; positive - negative == CCM exactly). Each part
+is divided by one scale shared by all cells of an image (the largest value
+of either part over all classes), clipped to [0, 1] and drawn as RGB: black
+means "no contribution", and because the class score is the CCM's mean,
+the brightest-on-top / darkest-below column is the winning class.
+"""
+import math
+import os
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+
+from . import checkpoint, data
+
+
+class ExplainError(ValueError):
+    """A one-line reason why maps or figures cannot be made (unreadable
+    image, a model without maps, no correctly classified example)."""
+
+
+# ------------------------------------------------------------ the maps
+
+def compile_maps(net):
+    """One deterministic (BN running averages) function from float images
+    to (CWM, CCM, class scores, softmax probabilities)."""
+    import lasagne
+    import theano
+    if 'class_contribution_map' not in net:
+        raise ExplainError('this model (a CNN) has no contribution maps; use '
+                           'a GCM model')
+    layers = [net[k] for k in ('class_weight_map', 'class_contribution_map',
+                               'class_scores', 'prob')]
+    outputs = lasagne.layers.get_output(layers, deterministic=True)
+    return theano.function([net['input'].input_var], outputs)
+
+
+MAP_KEYS = ('class_weight_map', 'class_contribution_map', 'class_scores',
+            'prob')
+
+
+def contribution_maps(net, X, batch_size=100, fn=None):
+    """Maps of uint8 images X (N, 3, H, W), as float32 arrays: CWM
+    (N, K, H, W), CCM (N, K, 3, H, W), scores (N, K), prob (N, K).
+    A CNN model raises ExplainError (a ValueError). Pass `fn` from
+    `compile_maps` to reuse one compiled function."""
+    fn = fn or compile_maps(net)
+    parts = [fn(data.to_float(X[i:i + batch_size]))
+             for i in range(0, len(X), batch_size)]
+    return {k: np.concatenate([p[j] for p in parts]).astype(np.float32)
+            for j, k in enumerate(MAP_KEYS)}
+
+
+def predict(fn, X, batch_size=100):
+    """Probabilities only, batch by batch: the CCMs of a whole test set
+    (10000 x 10 x 3 x 32 x 32 float32 = 1.2 GB) are never held at once."""
+    return np.concatenate([fn(data.to_float(X[i:i + batch_size]))[3]
+                           for i in range(0, len(X), batch_size)])
+
+
+def split_signed(ccm):
+    """(positive part, negative part) = (max(ccm, 0), max(-ccm, 0)); their
+    difference is ccm exactly (one of the two is 0 at every element)."""
+    ccm = np.asarray(ccm)
+    return np.maximum(ccm, 0), np.maximum(-ccm, 0)
+
+
+def format_score(score):
+    """The text printed under a cell for a class score: 3 decimals, or an
+    exponent for tiny scores (an untrained model's would all read 0.000)."""
+    if score == 0 or abs(score) >= 0.01:
+        return '%+.3f' % score
+    return '%+.2e' % score
+
+
+# ------------------------------------------------------------ drawing
+
+FONT_SIZE = 12
+PAD = 10          # outer margin
+GAP = 12          # between columns; a red frame sits inside it
+ROW_GAP = 8       # between the positive and the negative row of an image
+BLOCK_GAP = 14    # between images
+FRAME = 3         # red frame width, drawn outside the cell
+TEXT_H = 16       # one line of text
+TARGET_CELL = 96  # cells are upscaled to about this many pixels
+LEGEND_LINES = 3  # fixed, so the figure's size does not depend on text
+WHITE, BLACK, RED, GREY = (255, 255, 255), (0, 0, 0), (255, 0, 0), (90, 90, 90)
+
+
+def _font(size=FONT_SIZE):
+    # Pillow >= 10.1 bundles a TrueType font (load_default(size)), so text
+    # looks the same on every machine and needs no system fonts.
+    try:
+        return ImageFont.load_default(size)
+    except TypeError:  # older Pillow: the fixed bitmap font
+        return ImageFont.load_default()
+
+
+def upscale_factor(rows, cols):
+    """Integer nearest-neighbour zoom that makes a cell about TARGET_CELL
+    pixels (x3 for CIFAR's 32x32); at least 1."""
+    return max(1, int(round(TARGET_CELL / float(max(rows, cols)))))
+
+
+def _zoom(rgb, factor):
+    """(H, W, 3) -> (H*f, W*f, 3), nearest neighbour (no blur, pixels stay
+    visible as the blocks the network saw)."""
+    return rgb.repeat(factor, axis=0).repeat(factor, axis=1)
+
+
+def _to_rgb(chw, scale=1.0):
+    """(3, H, W) values / scale, clipped to [0, 1], as (H, W, 3) uint8."""
+    scaled = np.clip(np.asarray(chw, np.float64) / max(scale, 1e-12), 0, 1)
+    return np.round(scaled * 255).astype(np.uint8).transpose(1, 2, 0)
+
+
+def _image_rgb(image):
+    image = np.asarray(image)
+    if image.dtype == np.uint8:
+        return image.transpose(1, 2, 0)
+    return _to_rgb(image)
+
+
+def _text_width(draw, text, font):
+    return draw.textlength(text, font=font)
+
+
+def _fit(draw, text, font, width):
+    """Shorten text with '...' until it fits `width` pixels."""
+    if _text_width(draw, text, font) <= width:
+        return text
+    while text and _text_width(draw, text + '...', font) > width:
+        text = text[:-1]
+    return text + '...'
+
+
+def _wrap(draw, text, font, width):
+    """Greedy word wrap to `width` pixels."""
+    lines = []
+    for word in text.split():
+        if lines and _text_width(draw, lines[-1] + ' ' + word, font) <= width:
+            lines[-1] += ' ' + word
+        else:
+            lines.append(word)
+    return lines
+
+
+def _centred(draw, x0, width, y, text, font, fill=BLACK):
+    text = _fit(draw, text, font, width)
+    x = x0 + (width - _text_width(draw, text, font)) / 2.0
+    draw.text((x, y), text, font=font, fill=fill)
+
+
+class Figure6Layout(object):
+    """Where everything of a Figure 6/7 grid goes, in pixels; pure
+    arithmetic, no drawing. Column 0 is the original image, column j+1
+    class j. Per image: a positive row (and a negative row unless
+    positive_only), then a line of scores."""
+
+    def __init__(self, num_classes, num_images, positive_only=False,
+                 image_shape=(32, 32), legend_lines=LEGEND_LINES):
+        self.rows_per_image = 1 if positive_only else 2
+        self.zoom = upscale_factor(*image_shape)
+        self.cell_h = image_shape[0] * self.zoom
+        self.cell_w = image_shape[1] * self.zoom
+        self.columns = num_classes + 1
+        self.legend_top = PAD
+        self.header_top = PAD + legend_lines * TEXT_H + 4
+        self.grid_top = self.header_top + TEXT_H + FRAME + 2
+        self.block_h = (self.rows_per_image * self.cell_h
+                        + (self.rows_per_image - 1) * ROW_GAP + 2 + TEXT_H)
+        self.width = (2 * PAD + self.columns * self.cell_w
+                      + (self.columns - 1) * GAP)
+        self.height = (self.grid_top + num_images * self.block_h
+                       + max(num_images - 1, 0) * BLOCK_GAP + PAD)
+
+    @property
+    def size(self):
+        """(width, height) of the PNG, as PIL gives it."""
+        return self.width, self.height
+
+    def column_x(self, column):
+        return PAD + column * (self.cell_w + GAP)
+
+    def cell_box(self, image, row, column):
+        """(x0, y0, x1, y1), x1/y1 exclusive, of a cell: row 0 positive
+        part, row 1 negative part; column 0 the original, j+1 class j."""
+        x = self.column_x(column)
+        y = (self.grid_top + image * (self.block_h + BLOCK_GAP)
+             + row * (self.cell_h + ROW_GAP))
+        return x, y, x + self.cell_w, y + self.cell_h
+
+    def score_top(self, image):
+        """y of the score line under an image's cells."""
+        _, _, _, y1 = self.cell_box(image, self.rows_per_image - 1, 0)
+        return y1 + 2
+
+
+def figure6_layout(num_classes, num_images, positive_only=False,
+                   image_shape=(32, 32)):
+    return Figure6Layout(num_classes, num_images, positive_only, image_shape)
+
+
+def grid_size(num_classes, num_images, positive_only=False,
+              image_shape=(32, 32)):
+    """(width, height) in pixels of the Figure 6/7 PNG."""
+    return figure6_layout(num_classes, num_images, positive_only,
+                          image_shape).size
+
+
+def _frame(draw, box, colour=RED):
+    """A FRAME-pixel ring just outside box (the cell's pixels stay)."""
+    x0, y0, x1, y1 = box
+    for k in range(1, FRAME + 1):
+        draw.rectangle([x0 - k, y0 - k, x1 - 1 + k, y1 - 1 + k],
+                       outline=colour)
+
+
+def figure6(images, ccm, scores, labels, classes, path, positive_only=False,
+            frame='true'):
+    """Figure 6 (Figure 7 with positive_only, the clipped model).
+
+    images (K, 3, H, W) uint8, ccm (K, N, 3, H, W), scores (K, N),
+    labels (K,): the class whose cells get the red frame, frame='true'
+    (the true class) or 'predicted' (`run_explain`: no true label there);
+    the legend and the text under the original say which.
+    Writes a PNG to path and returns a dict: path, size, layout, scales
+    (the per-image intensity scale) and labels (the score texts drawn,
+    K lists of N strings, = format_score(scores))."""
+    images, ccm = np.asarray(images), np.asarray(ccm)
+    scores = np.asarray(scores)
+    K, N = scores.shape
+    layout = figure6_layout(N, K, positive_only, images.shape[2:])
+    canvas = Image.new('RGB', layout.size, WHITE)
+    draw = ImageDraw.Draw(canvas)
+    font = _font()
+    legend = ['red frame: %s class; number under a cell: class score = '
+              'mean of its CCM' % frame,
+              'cells: positive part max(CCM, 0)' + ('' if positive_only else
+              ' above negative part max(-CCM, 0)') +
+              ', one brightness scale per image']
+    text_w = layout.width - 2 * PAD
+    lines = [line for text in legend
+             for line in _wrap(draw, text, font, text_w)]
+    if len(lines) > LEGEND_LINES:  # a very narrow figure (2-3 classes)
+        lines = lines[:LEGEND_LINES]
+        lines[-1] = _fit(draw, lines[-1] + ' ...', font, text_w)
+    for i, line in enumerate(lines):
+        draw.text((PAD, layout.legend_top + i * TEXT_H), line, font=font,
+                  fill=GREY)
+    for j, name in enumerate(classes):
+        _centred(draw, layout.column_x(j + 1) - GAP // 2,
+                 layout.cell_w + GAP, layout.header_top, name, font)
+
+    scales, drawn = [], []
+    for i in range(K):
+        positive, negative = split_signed(ccm[i])
+        # One scale for every cell of this image: brightness is comparable
+        # across classes and between the two rows.
+        scale = float(max(positive.max(), negative.max()))
+        scales.append(scale)
+        parts = [positive] if positive_only else [positive, negative]
+        box = layout.cell_box(i, 0, 0)
+        canvas.paste(Image.fromarray(_zoom(_image_rgb(images[i]),
+                                           layout.zoom)), box[:2])
+        if not positive_only:
+            x0, y0, _, _ = layout.cell_box(i, 1, 0)
+            for k, line in enumerate(('upper row:', 'positive',
+                                      'lower row:', 'negative')):
+                draw.text((x0 + 4, y0 + 4 + k * TEXT_H), line, font=font,
+                          fill=GREY)
+        _centred(draw, layout.column_x(0), layout.cell_w, layout.score_top(i),
+                 '%s: %s' % (frame, classes[labels[i]]), font, GREY)
+        texts = [format_score(s) for s in scores[i]]
+        drawn.append(texts)
+        for j in range(N):
+            for row, part in enumerate(parts):
+                box = layout.cell_box(i, row, j + 1)
+                canvas.paste(Image.fromarray(
+                    _zoom(_to_rgb(part[j], scale), layout.zoom)), box[:2])
+                if j == labels[i]:
+                    _frame(draw, box)
+            _centred(draw, layout.column_x(j + 1), layout.cell_w,
+                     layout.score_top(i), texts[j], font)
+    canvas.save(path)
+    return {'path': path, 'size': canvas.size, 'layout': layout,
+            'scales': scales, 'labels': drawn}
+
+
+def figure8(images, ccm_true, path, columns=5, captions=None):
+    """Figure 8: pairs (original, positive part of the true class's CCM),
+    `columns` pairs a row. Each pair is scaled by its own maximum (there is
+    no other class to compare with here). images (M, 3, H, W) uint8,
+    ccm_true (M, 3, H, W); captions: optional text under each pair.
+    Returns dict(path, size)."""
+    images, ccm_true = np.asarray(images), np.asarray(ccm_true)
+    M = len(images)
+    rows_, cols_ = images.shape[2:]
+    zoom = upscale_factor(rows_, cols_)
+    cw, ch = cols_ * zoom, rows_ * zoom
+    pair_w = 2 * cw + 2          # 2 px between the image and its CCM
+    text_h = TEXT_H if captions is not None else 0
+    columns = max(1, min(columns, M))
+    rows = int(math.ceil(M / float(columns)))
+    width = 2 * PAD + columns * pair_w + (columns - 1) * GAP
+    height = 2 * PAD + rows * (ch + text_h) + (rows - 1) * GAP
+    canvas = Image.new('RGB', (width, height), WHITE)
+    draw = ImageDraw.Draw(canvas)
+    font = _font()
+    for m in range(M):
+        x = PAD + (m % columns) * (pair_w + GAP)
+        y = PAD + (m // columns) * (ch + text_h + GAP)
+        positive, _ = split_signed(ccm_true[m])
+        canvas.paste(Image.fromarray(_zoom(_image_rgb(images[m]), zoom)),
+                     (x, y))
+        canvas.paste(Image.fromarray(_zoom(
+            _to_rgb(positive, float(positive.max())), zoom)), (x + cw + 2, y))
+        if captions is not None:
+            _centred(draw, x, pair_w, y + ch + 1, captions[m], font)
+    canvas.save(path)
+    return {'path': path, 'size': canvas.size}
+
+
+# ------------------------------------------------------------ choosing
+
+def choose_examples(labels, predicted, classes, per_class=1, seed=0):
+    """Indices of correctly classified images, up to per_class of each
+    class, drawn with a fixed seed. Ordered round by round (one of every
+    class, then a second of every class, ...), so the first n are as
+    varied as possible. Classes with no correct image are skipped."""
+    labels, predicted = np.asarray(labels), np.asarray(predicted)
+    rng = np.random.RandomState(seed)
+    picks = []
+    for c in range(len(classes)):
+        correct = np.flatnonzero((labels == c) & (predicted == c))
+        picks.append(rng.permutation(correct)[:per_class])
+    return np.array([p[r] for r in range(per_class) for p in picks
+                     if r < len(p)], dtype=np.int64)
+
+
+# ------------------------------------------------------------ commands
+
+def _load_model(checkpoint_path):
+    net, meta, _ = checkpoint.load(checkpoint_path)
+    if 'class_contribution_map' not in net:
+        raise ExplainError('%s is a %s model: it has no contribution maps; '
+                           'use a GCM model'
+                           % (checkpoint_path, meta['model']))
+    return net, meta
+
+
+def run_figures(checkpoint_path, out_dir, data_config_override=None,
+                count=None, images=None, labels=None, figure8_count=40,
+                seed=0):
+    """Figure 6 (figure7.png for a 'gcm-clip' model: positive parts only)
+    and Figure 8 for a saved model, from correctly classified test images
+    of the data it was trained on (or from `images`, `labels` given as
+    arrays). count: images in Figure 6, default one per class (at most
+    10). Returns the paths written."""
+    net, meta = _load_model(checkpoint_path)
+    classes = list(meta['classes'])
+    if images is None:
+        from . import train
+        config = dict(meta['config'], **(data_config_override or {}))
+        config.update(validation=0, train_subset=0)
+        _, _, images, labels, data_classes = train.load_data(config)
+        if data_classes != classes:
+            raise data.DataError('the data\'s classes %s are not the model\'s '
+                                 '%s' % (data_classes, classes))
+    images, labels = np.asarray(images), np.asarray(labels)
+    if images.shape[1:] != tuple(meta['input_shape']):
+        raise ExplainError('images are %s but the model takes %s'
+                           % (images.shape[1:], tuple(meta['input_shape'])))
+    fn = compile_maps(net)
+    predicted = predict(fn, images).argmax(axis=1)
+    count = count or min(len(classes), 10)
+    chosen = choose_examples(labels, predicted, classes,
+                             int(math.ceil(count / float(len(classes)))),
+                             seed)[:count]
+    if not len(chosen):
+        raise ExplainError('none of the %d test images is classified '
+                           'correctly; nothing to show' % len(images))
+    os.makedirs(out_dir, exist_ok=True)
+    clipped = meta['model'] == 'gcm-clip'
+    maps = contribution_maps(net, images[chosen], fn=fn)
+    fig6 = os.path.join(out_dir, 'figure7.png' if clipped else 'figure6.png')
+    figure6(images[chosen], maps['class_contribution_map'],
+            maps['class_scores'], labels[chosen], classes, fig6,
+            positive_only=clipped)
+
+    more = choose_examples(labels, predicted, classes,
+                           int(math.ceil(figure8_count / float(len(classes)))),
+                           seed + 1)[:figure8_count]
+    ccm = contribution_maps(net, images[more], fn=fn)['class_contribution_map']
+    fig8 = os.path.join(out_dir, 'figure8.png')
+    figure8(images[more], ccm[np.arange(len(more)), labels[more]], fig8,
+            captions=[classes[c] for c in labels[more]])
+    return [fig6, fig8]
+
+
+def load_images(paths, input_shape):
+    """Image files (PNG, JPEG, anything Pillow reads) as uint8
+    (N, 3, rows, cols) RGB for a model whose input is input_shape
+    ((3, rows, cols) or (rows, cols)), and one note per image ('' if it
+    was used as it is). Grayscale, palette, RGBA (alpha dropped, as
+    data.load_image_folder does in training) become RGB; other sizes are
+    resized with the same bilinear filter as training data."""
+    rows, cols = tuple(input_shape)[-2:]
+    X = np.empty((len(paths), 3, rows, cols), np.uint8)
+    notes = []
+    for i, path in enumerate(paths):
+        if not os.path.isfile(path):
+            raise ExplainError('no image file at %s' % path)
+        try:
+            with Image.open(path) as im:
+                done = []
+                if im.mode != 'RGB':
+                    done.append('converted from mode %s to RGB' % im.mode)
+                    if im.mode.startswith('I;16') or im.mode == 'I':
+                        # 16-bit: Pillow's RGB conversion would clip at 255
+                        im = Image.fromarray((np.asarray(im, np.float64)
+                                              / 257).round().astype(np.uint8))
+                    elif im.mode == 'P':
+                        im = im.convert('RGBA')  # palette transparency
+                    im = im.convert('RGB')
+                if im.size != (cols, rows):
+                    done.append('resized from %dx%d to %dx%d (rows x cols)'
+                                % (im.size[1], im.size[0], rows, cols))
+                    im = im.resize((cols, rows), Image.BILINEAR)
+                X[i] = np.asarray(im).transpose(2, 0, 1)
+        except (OSError, ValueError, SyntaxError,
+                Image.DecompressionBombError) as e:
+            raise ExplainError('%s is not a readable image (%s)' % (path, e))
+        notes.append('; '.join(done))
+    return X, notes
+
+
+def _stems(paths):
+    """Output names from file names, made unique (a/cat.png, b/cat.png ->
+    cat, cat-2)."""
+    seen, out = {}, []
+    for p in paths:
+        stem = os.path.splitext(os.path.basename(p))[0] or 'image'
+        seen[stem] = seen.get(stem, 0) + 1
+        out.append(stem if seen[stem] == 1 else '%s-%d' % (stem, seen[stem]))
+    return out
+
+
+def run_explain(checkpoint_path, image_paths, out_dir, top=3, echo=print):
+    """Explain a model's decision on any images: print the top classes with
+    scores and probabilities (the text is returned too) and write, per
+    image, <stem>_ccm.png (Figure 6 style; there is no true label, so the
+    red frame marks the PREDICTED class) and <stem>_maps.npz (image uint8
+    (3, H, W) as the model saw it, class_weight_map (K, H, W),
+    class_contribution_map (K, 3, H, W), class_scores (K,), prob (K,),
+    classes (K,) str), loadable with allow_pickle=False."""
+    net, meta = _load_model(checkpoint_path)   # fails before any work
+    classes = list(meta['classes'])
+    X, notes = load_images(image_paths, meta['input_shape'])
+    maps = contribution_maps(net, X)
+    os.makedirs(out_dir, exist_ok=True)
+    clipped = meta['model'] == 'gcm-clip'
+    lines, name_w = [], max(len(c) for c in classes)
+    for i, (path, stem) in enumerate(zip(image_paths, _stems(image_paths))):
+        scores, prob = maps['class_scores'][i], maps['prob'][i]
+        best = int(np.argmax(scores))
+        lines.append('%s%s' % (path, ' (%s)' % notes[i] if notes[i] else ''))
+        for rank, j in enumerate(np.argsort(-scores)[:top]):
+            lines.append('  %d. %-*s  score %s  prob %5.1f%%'
+                         % (rank + 1, name_w, classes[j],
+                            format_score(scores[j]),
+                            100 * prob[j]))
+        figure6(X[i:i + 1], maps['class_contribution_map'][i:i + 1],
+                scores[None], [best], classes,
+                os.path.join(out_dir, stem + '_ccm.png'),
+                positive_only=clipped, frame='predicted')
+        np.savez(os.path.join(out_dir, stem + '_maps.npz'), image=X[i],
+                 classes=np.array(classes),
+                 **{k: maps[k][i] for k in MAP_KEYS})
+        lines.append('  wrote %s_ccm.png, %s_maps.npz' % (stem, stem))
+    text = '\n'.join(lines)
+    if echo:
+        echo(text)
+    return text
