@@ -386,12 +386,25 @@ def _image_files(split_dir, classes):
     return files, np.array(labels, dtype=np.int32)
 
 
+def rgb_image(im):
+    """A Pillow image as 8-bit RGB, the same way for training data and for
+    images to explain: grayscale and palette become RGB, alpha is dropped,
+    16-bit grayscale is scaled (Pillow's own conversion would clip it)."""
+    if im.mode == 'RGB':
+        return im
+    if im.mode.startswith('I;16') or im.mode == 'I':
+        im = Image.fromarray((np.asarray(im, np.float64) / 257).round()
+                             .astype(np.uint8))
+    elif im.mode == 'P':
+        im = im.convert('RGBA')  # honours palette transparency
+    return im.convert('RGB')
+
+
 def _read_image(path, size):
     """(H, W, 3) uint8 RGB."""
     try:
         with Image.open(path) as im:
-            if im.mode != 'RGB':
-                im = im.convert('RGB')
+            im = rgb_image(im)
             if size is not None and im.size != (size[1], size[0]):
                 im = im.resize((size[1], size[0]), Image.BILINEAR)
             return np.asarray(im)  # decodes here, inside the try

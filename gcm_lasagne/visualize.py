@@ -425,13 +425,7 @@ def load_images(paths, input_shape):
                 done = []
                 if im.mode != 'RGB':
                     done.append('converted from mode %s to RGB' % im.mode)
-                    if im.mode.startswith('I;16') or im.mode == 'I':
-                        # 16-bit: Pillow's RGB conversion would clip at 255
-                        im = Image.fromarray((np.asarray(im, np.float64)
-                                              / 257).round().astype(np.uint8))
-                    elif im.mode == 'P':
-                        im = im.convert('RGBA')  # palette transparency
-                    im = im.convert('RGB')
+                    im = data.rgb_image(im)
                 if im.size != (cols, rows):
                     done.append('resized from %dx%d to %dx%d (rows x cols)'
                                 % (im.size[1], im.size[0], rows, cols))
