@@ -152,29 +152,26 @@ def cmd_train(args):
         args.model, metrics['eval_set'], 100 * metrics['accuracy'], out))
 
 
+def data_override(args):
+    """The data options given on the command line, if any."""
+    if not args.data:
+        return None
+    return dict(data=args.data, data_dir=args.data_dir,
+                download=args.download, image_size=args.image_size)
+
+
 def cmd_evaluate(args):
     net, meta, _ = checkpoint.load(args.checkpoint)
-    config = dict(meta['config'])
-    if args.data:
-        config.update(data=args.data, data_dir=args.data_dir,
-                      download=args.download, image_size=args.image_size)
-    config.update(validation=0, train_subset=0)
-    _, _, X, y, classes = train.load_data(config)
-    if classes != meta['classes']:
-        raise data.DataError('the data\'s classes %s are not the model\'s %s'
-                             % (classes, meta['classes']))
+    X, y = train.load_test_data(meta, data_override(args))
     loss, pred = train.evaluate(train.compile_eval(net), X, y)
-    metrics = train.test_metrics(y, pred, classes)
-    print(report.metrics_text(metrics, loss))
+    print(report.metrics_text(
+        train.classification_metrics(y, pred, meta['classes']), loss))
 
 
 def cmd_figures(args):
-    override = None
-    if args.data:
-        override = dict(data=args.data, data_dir=args.data_dir,
-                        download=args.download, image_size=args.image_size)
     out = args.out or os.path.dirname(os.path.abspath(args.checkpoint))
-    for path in visualize.run_figures(args.checkpoint, out, override):
+    for path in visualize.run_figures(args.checkpoint, out,
+                                      data_override(args)):
         print('wrote', path)
 
 

@@ -69,6 +69,18 @@ def load_data(config):
     return X, y, X_eval, y_eval, list(d['classes'])
 
 
+def load_test_data(meta, override=None):
+    """The test images of the data a saved model was trained on (or of the
+    data `override` names), checked against the model's classes."""
+    config = dict(meta['config'], **(override or {}))
+    config.update(validation=0, train_subset=0)
+    _, _, X, y, classes = load_data(config)
+    if classes != list(meta['classes']):
+        raise data.DataError("the data's classes %s are not the model's %s"
+                             % (classes, meta['classes']))
+    return X, y
+
+
 def _loss_and_prediction(net, y, deterministic):
     prob = lasagne.layers.get_output(net['prob'], deterministic=deterministic)
     loss = lasagne.objectives.categorical_crossentropy(prob, y)
@@ -218,8 +230,10 @@ def train(config, out_dir, resume=False, echo=_echo):
             if not np.isfinite(loss):
                 raise TrainingError(
                     'the loss became %s in epoch %d (learning rate %g); '
-                    'stopped, the checkpoint of epoch %d is kept'
-                    % (loss, epoch, lr.get_value(), epoch - 1))
+                    'stopped, %s' % (loss, epoch, lr.get_value(),
+                                     'the checkpoint of epoch %d is kept'
+                                     % (epoch - 1) if epoch > 1 else
+                                     'no checkpoint was written'))
             total, correct, seen = total + loss, correct + right, seen + len(yb)
             _progress(epoch, i + 1, batches, total / seen, correct / seen)
         eval_loss, pred = evaluate(eval_fn, X_eval, y_eval)
@@ -245,7 +259,7 @@ def train(config, out_dir, resume=False, echo=_echo):
 
     checkpoint.save(os.path.join(out_dir, 'model.npz'), net, meta)
     eval_loss, pred = evaluate(eval_fn, X_eval, y_eval)
-    metrics = test_metrics(y_eval, pred, classes)
+    metrics = classification_metrics(y_eval, pred, classes)
     metrics.update(eval_set=eval_name, loss=eval_loss, epochs=config['epochs'],
                    params=int(lasagne.layers.count_params(net['prob'],
                                                           trainable=True)))
@@ -254,7 +268,7 @@ def train(config, out_dir, resume=False, echo=_echo):
     return metrics
 
 
-def test_metrics(y, pred, classes):
+def classification_metrics(y, pred, classes):
     """Accuracy, per-class accuracy and the confusion matrix (rows: true
     class, columns: predicted)."""
     m = confusion(y, pred, len(classes))

@@ -20,7 +20,7 @@ import os
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from . import checkpoint, data
+from . import checkpoint, data, train
 
 
 class ExplainError(ValueError):
@@ -369,13 +369,7 @@ def run_figures(checkpoint_path, out_dir, data_config_override=None,
     net, meta = _load_model(checkpoint_path)
     classes = list(meta['classes'])
     if images is None:
-        from . import train
-        config = dict(meta['config'], **(data_config_override or {}))
-        config.update(validation=0, train_subset=0)
-        _, _, images, labels, data_classes = train.load_data(config)
-        if data_classes != classes:
-            raise data.DataError('the data\'s classes %s are not the model\'s '
-                                 '%s' % (data_classes, classes))
+        images, labels = train.load_test_data(meta, data_config_override)
     images, labels = np.asarray(images), np.asarray(labels)
     if images.shape[1:] != tuple(meta['input_shape']):
         raise ExplainError('images are %s but the model takes %s'
