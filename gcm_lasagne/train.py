@@ -238,7 +238,8 @@ def train(config, out_dir, resume=False, echo=_echo):
             _progress(epoch, i + 1, batches, total / seen, correct / seen)
         eval_loss, pred = evaluate(eval_fn, X_eval, y_eval)
         eval_acc = float(np.mean(pred == y_eval))
-        row = {'epoch': epoch, 'learning_rate': learning_rate(config, epoch),
+        row = {'epoch': epoch,
+               'learning_rate': float('%.6g' % learning_rate(config, epoch)),
                'train_loss': round(total / seen, 5),
                'train_acc': round(correct / float(seen), 5),
                'eval_loss': round(eval_loss, 5), 'eval_acc': round(eval_acc, 5),
