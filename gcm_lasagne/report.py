@@ -12,6 +12,7 @@ import theano.tensor as T
 
 from . import paper
 from .models import build_model
+from .train import compile_train, default_config
 
 TABLE3_MODELS = ('cnn', 'gcm', 'gcm-clip')
 
@@ -44,9 +45,8 @@ def params_table():
 def seconds_per_batch(model, batch_size=128, steps=5):
     """Median seconds of one training step (forward, backward, momentum
     update) on random data, on whatever device Theano uses."""
-    from .train import compile_functions, default_config
     net = build_model(model, input_var=T.tensor4('x'))
-    train_fn = compile_functions(net, default_config(model=model))[0]
+    train_fn = compile_train(net, default_config(model=model))[0]
     rng = np.random.RandomState(0)
     X = rng.uniform(0, 1, (batch_size, 3, 32, 32)).astype(theano.config.floatX)
     y = rng.randint(0, 10, batch_size).astype('int32')

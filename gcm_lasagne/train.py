@@ -95,10 +95,11 @@ def compile_eval(net):
                            _loss_and_prediction(net, y, True))
 
 
-def compile_functions(net, config):
-    """One theano.function for a training step (momentum SGD; the rate is a
-    shared variable, so the schedule needs no recompile) and one for
-    evaluation."""
+def compile_train(net, config, profile=False):
+    """The training step (momentum SGD, summed loss and number correct of a
+    batch) as one theano.function. The rate is a shared variable, so the
+    schedule needs no recompile. Returns (function, rate, momentum
+    buffers); profile=True turns on Theano's profiler."""
     y = T.ivector('y')
     lr = theano.shared(np.asarray(config['learning_rate'], floatX), 'lr')
     loss, prediction = _loss_and_prediction(net, y, False)
@@ -111,9 +112,8 @@ def compile_functions(net, config):
                                        config['momentum'])
     train_fn = theano.function([net['input'].input_var, y],
                                [loss.sum(), T.eq(prediction, y).sum()],
-                               updates=updates)
-    velocities = [v for v in updates if v not in params]
-    return train_fn, compile_eval(net), lr, velocities
+                               updates=updates, profile=profile)
+    return train_fn, lr, [v for v in updates if v not in params]
 
 
 def evaluate(eval_fn, X, y, batch_size=256):
@@ -198,7 +198,8 @@ def train(config, out_dir, resume=False, echo=_echo):
                       input_var=T.tensor4('x'))
     if 'centre' in net:
         net['centre'].pixel_mean.set_value(data.pixel_mean(X))
-    train_fn, eval_fn, lr, velocities = compile_functions(net, config)
+    train_fn, lr, velocities = compile_train(net, config)
+    eval_fn = compile_eval(net)
     rng = np.random.RandomState([config['seed'], 1])  # shuffling, augmenting
     meta = {'model': config['model'], 'classes': classes,
             'input_shape': list(input_shape), 'config': config}
