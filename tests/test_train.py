@@ -178,3 +178,30 @@ def test_table3_reads_the_runs_and_writes_markdown_and_csv(tmp_path):
     assert rows['gcm']['accuracy'] == '90.43' and rows['cnn']['accuracy'] == ''
     assert rows['cnn']['params'] == str(paper.PARAMS['cnn'])
     assert os.path.exists(str(results / 'table3.md'))
+
+
+def test_ctrl_c_exits_cleanly_and_the_run_resumes(folder, tmp_path):
+    import signal
+    import time
+    out = str(tmp_path / 'run')
+    child = subprocess.Popen(
+        [sys.executable, 'run_cifar10.py', 'train', '--data', folder, '--out',
+         out, '--epochs', '1000', '--batch-size', '8', '--pad', '1'],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    ckpt = os.path.join(out, 'checkpoint.npz')
+    deadline = time.time() + 300
+    while not os.path.exists(ckpt) and time.time() < deadline:
+        time.sleep(0.2)
+    child.send_signal(signal.SIGINT)
+    _, err = child.communicate(timeout=60)
+    assert child.returncode == 130
+    assert 'interrupted' in err and 'Traceback' not in err
+    _, _, arrays = checkpoint.read(ckpt)  # whole, not half written
+    stopped = int(arrays['epoch'])
+    assert 1 <= stopped < 1000
+    resumed = cli('train', '--data', folder, '--out', out, '--resume',
+                  '--epochs', str(stopped + 1))
+    assert resumed.returncode == 0, resumed.stderr
+    with open(os.path.join(out, 'log.csv')) as f:
+        epochs = [int(r['epoch']) for r in csv.DictReader(f)]
+    assert epochs == list(range(1, stopped + 2))
