@@ -42,27 +42,33 @@ def params_table():
     return '\n'.join(lines), ok
 
 
-def seconds_per_batch(model, batch_size=128, steps=5):
+def seconds_per_batch(models, batch_size=128, steps=5, rounds=5):
     """Median seconds of one training step (forward, backward, momentum
-    update) on random data, on whatever device Theano uses."""
-    net = build_model(model, input_var=T.tensor4('x'))
-    train_fn = compile_train(net, default_config(model=model))[0]
+    update) of each model on random data, on whatever device Theano uses.
+    The models take turns, a block of `steps` steps each per round, so a
+    change in the machine's load touches them alike."""
     rng = np.random.RandomState(0)
     X = rng.uniform(0, 1, (batch_size, 3, 32, 32)).astype(theano.config.floatX)
     y = rng.randint(0, 10, batch_size).astype('int32')
-    train_fn(X, y)  # warm-up
-    times = []
-    for _ in range(steps):
-        t = time.time()
-        train_fn(X, y)
-        times.append(time.time() - t)
-    return float(np.median(times))
+    steps_of = {}
+    for model in models:
+        net = build_model(model, input_var=T.tensor4('x'))
+        steps_of[model] = compile_train(net, default_config(model=model))[0]
+        steps_of[model](X, y)  # warm-up
+    times = {model: [] for model in models}
+    for _ in range(rounds):
+        for model in models:
+            t = time.time()
+            for _ in range(steps):
+                steps_of[model](X, y)
+            times[model].append((time.time() - t) / steps)
+    return {model: float(np.median(t)) for model, t in times.items()}
 
 
 def table3(runs_dir, timing=True):
     """Rows of Table 3: ours from the runs found under runs_dir, the
     paper's beside them."""
-    cnn_time = seconds_per_batch('cnn') if timing else None
+    seconds = seconds_per_batch(TABLE3_MODELS) if timing else None
     rows = []
     for model in TABLE3_MODELS:
         theirs = paper.TABLE3[model]
@@ -72,8 +78,7 @@ def table3(runs_dir, timing=True):
                'accuracy': None, 'epochs': None,
                'paper_accuracy': theirs['accuracy']}
         if timing:
-            row['time_ratio'] = round((cnn_time if model == 'cnn' else
-                                       seconds_per_batch(model)) / cnn_time, 3)
+            row['time_ratio'] = round(seconds[model] / seconds['cnn'], 3)
         metrics = os.path.join(runs_dir, model, 'metrics.json')
         if os.path.exists(metrics):
             with open(metrics) as f:
