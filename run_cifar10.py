@@ -134,20 +134,17 @@ def build_parser():
     return p
 
 
-def recipe(args, model):
-    return train.default_config(
-        model=model, data=args.data, data_dir=args.data_dir,
-        download=args.download, image_size=args.image_size, epochs=args.epochs,
-        batch_size=args.batch_size, learning_rate=args.learning_rate,
-        lr_steps=args.lr_steps, lr_factor=args.lr_factor,
-        momentum=args.momentum, weight_decay=args.weight_decay, pad=args.pad,
-        flip=args.flip, validation=args.validation,
-        train_subset=args.train_subset, seed=args.seed)
+def recipe(args, **overrides):
+    """The training config from the command line: every key of
+    train.default_config() is an option of the same name."""
+    keys = train.default_config()
+    given = {k: v for k, v in vars(args).items() if k in keys}
+    return train.default_config(**dict(given, **overrides))
 
 
 def cmd_train(args):
     out = args.out or os.path.join(args.runs, args.model)
-    metrics = train.train(recipe(args, args.model), out, resume=args.resume)
+    metrics = train.train(recipe(args), out, resume=args.resume)
     print('%s: %s accuracy %.2f%% (run folder %s)' % (
         args.model, metrics['eval_set'], 100 * metrics['accuracy'], out))
 
@@ -205,10 +202,7 @@ def cmd_reproduce(args):
     """The paper's three experiments in turn, each resumed if partly done."""
     for model in PAPER_MODELS:
         out = os.path.join(args.runs, model)
-        config = train.default_config(model=model, data=args.data,
-                                      data_dir=args.data_dir,
-                                      download=args.download,
-                                      image_size=args.image_size)
+        config = recipe(args, model=model)
         if os.path.exists(os.path.join(out, 'metrics.json')):
             print('%s: done already (%s)' % (model, out))
             continue
