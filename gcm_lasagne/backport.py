@@ -1,8 +1,12 @@
 """Layers that Lasagne 0.1 (PyPI) lacks, with the constructor arguments,
 defaults and semantics of Lasagne 0.2.dev1 (GitHub master), so that the
-models build the same on either. `compat` picks Lasagne's own when present.
-Written for this project; checked against numpy in tests/test_layers.py and
-against an installed master in docs/lasagne-master-check.md."""
+models build the same on either. `compat` picks Lasagne's own convolution
+layers when present, and always this BatchNormLayer, whose training mode
+runs as the fused ops of `fastbn` on the CPU (equal to master's expression
+up to float32 rounding; deterministic mode is master's expression).
+Written for this project; checked against numpy in tests/test_layers.py,
+tests/test_fastbn.py and against an installed master in
+docs/lasagne-master-check.md."""
 import numbers
 
 import theano
@@ -10,6 +14,8 @@ import theano.tensor as T
 from lasagne import init, nonlinearities
 from lasagne.layers import Layer, NonlinearityLayer
 from lasagne.layers import Conv2DLayer as _Conv2DLayer01
+
+from . import fastbn
 
 
 def _pair(value):
@@ -75,6 +81,8 @@ class BatchNormLayer(Layer):
         update_averages = (not deterministic
                            if batch_norm_update_averages is None
                            else batch_norm_update_averages)
+        if not use_averages and self._fusable(input):
+            return self._fused_output(input, update_averages)
         mean, inv_std = self.mean, self.inv_std
         if not use_averages or update_averages:
             batch_mean = input.mean(self.axes)
@@ -96,14 +104,36 @@ class BatchNormLayer(Layer):
         return ((input - mean.dimshuffle(pattern))
                 * (gamma * inv_std.dimshuffle(pattern)) + beta)
 
+    def _fusable(self, input):
+        return (fastbn.available() and input.ndim == 4
+                and input.dtype == 'float32' and self.axes == (0, 2, 3)
+                and self.gamma is not None and self.beta is not None)
+
+    def _fused_output(self, input, update_averages):
+        """Training mode as the ops of `fastbn` (same maths, 5 passes over
+        the tensor instead of about 12, on all cores)."""
+        gamma = self.gamma
+        if update_averages:
+            moving = self.mean.clone(), self.inv_std.clone()
+            gamma = gamma + 0 * (moving[0] + moving[1])
+        output, batch_mean, batch_inv_std = fastbn.batch_norm_train(
+            input, gamma, self.beta, self.epsilon)
+        if update_averages:
+            self._move(moving[0], batch_mean)
+            self._move(moving[1], batch_inv_std)
+        return output
+
     def _moving_average(self, running, batch):
         # A compiled function applies the default_update of every shared
         # variable in its graph. A clone shares the running average's
         # storage, so the update lands there, while the parameter itself
         # stays free of updates for deterministic graphs.
         moving = running.clone()
-        moving.default_update = (1 - self.alpha) * moving + self.alpha * batch
+        self._move(moving, batch)
         return moving
+
+    def _move(self, moving, batch):
+        moving.default_update = (1 - self.alpha) * moving + self.alpha * batch
 
 
 def batch_norm(layer, **kwargs):

@@ -4,9 +4,10 @@
    no THEANO_FLAGS: float32, a BLAS to link, OpenMP. Whatever the user sets
    (THEANO_FLAGS, the files named by THEANORC, ~/.theanorc) wins.
 2. Lasagne 0.1 (the one on PyPI) imports on Theano 1.0.
-3. BatchNormLayer, batch_norm, TransposedConv2DLayer and a 'same'
-   Conv2DLayer are Lasagne's own when the installed Lasagne has them
-   (0.2.dev1), else the backports in `backport.py`.
+3. TransposedConv2DLayer and a 'same' Conv2DLayer are Lasagne's own when
+   the installed Lasagne has them (0.2.dev1), else the backports in
+   `backport.py`. BatchNormLayer and batch_norm are always the backport's:
+   master's semantics, with a fused training-mode op on the CPU.
 """
 import configparser
 import glob
@@ -127,9 +128,11 @@ import theano  # noqa: E402
 _install_downsample_shim()
 import lasagne  # noqa: E402
 
-if hasattr(lasagne.layers, 'BatchNormLayer'):
+# Always this package's BatchNormLayer: it is master's, plus the fused
+# CPU op of `fastbn` in training mode.
+from .backport import BatchNormLayer, batch_norm  # noqa: F401,E402
+if hasattr(lasagne.layers, 'TransposedConv2DLayer'):
     from lasagne.layers import (  # noqa: F401
-        BatchNormLayer, batch_norm, TransposedConv2DLayer, Conv2DLayer)
+        TransposedConv2DLayer, Conv2DLayer)
 else:
-    from .backport import (  # noqa: F401
-        BatchNormLayer, batch_norm, TransposedConv2DLayer, Conv2DLayer)
+    from .backport import TransposedConv2DLayer, Conv2DLayer  # noqa: F401
