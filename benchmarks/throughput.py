@@ -74,7 +74,8 @@ def _theano_setup():
     import gcm_lasagne  # noqa: F401  (configures Theano)
     import theano
     c = theano.config
-    return {'blas.ldflags': c.blas.ldflags, 'openmp': c.openmp,
+    return {'malloc keeps freed memory': gcm_lasagne.compat.MALLOC_TUNED,
+            'blas.ldflags': c.blas.ldflags, 'openmp': c.openmp,
             'openmp_elemwise_minsize': c.openmp_elemwise_minsize,
             'floatX': c.floatX, 'linker': c.linker, 'allow_gc': c.allow_gc,
             'optimizer': c.optimizer, 'cxx': bool(c.cxx),
@@ -454,11 +455,12 @@ def markdown(result):
                                g['theano_gflops_median']))
     lines.append('')
     lines.append('Theano: blas.ldflags=%r, openmp=%s, linker=%s, allow_gc=%s, '
-                 'floatX=%s. In the workers: OMP_NUM_THREADS=%s, '
-                 'OPENBLAS_NUM_THREADS=%s. '
+                 'floatX=%s, malloc keeps freed memory: %s. In the '
+                 'workers: OMP_NUM_THREADS=%s, OPENBLAS_NUM_THREADS=%s. '
                  'CPU: %s x %s. Load average start %s, end %s.' % (
                      cfg['blas.ldflags'], cfg['openmp'], cfg['linker'],
                      cfg['allow_gc'], cfg['floatX'],
+                     cfg['malloc keeps freed memory'],
                      cfg['OMP_NUM_THREADS'], cfg['OPENBLAS_NUM_THREADS'],
                      result['machine']['cpus'],
                      result['machine']['processor'],

@@ -3,6 +3,7 @@
 1. Theano is configured before its first import, so that the CPU path needs
    no THEANO_FLAGS: float32, a BLAS to link, OpenMP. Whatever the user sets
    (THEANO_FLAGS, the files named by THEANORC, ~/.theanorc) wins.
+   glibc's malloc is told to keep freed memory (`keep_freed_memory`).
 2. Lasagne 0.1 (the one on PyPI) imports on Theano 1.0.
 3. TransposedConv2DLayer and a 'same' Conv2DLayer are Lasagne's own when
    the installed Lasagne has them (0.2.dev1), else the backports in
@@ -10,6 +11,7 @@
    master's semantics, with a fused training-mode op on the CPU.
 """
 import configparser
+import ctypes
 import glob
 import importlib.util
 import os
@@ -87,6 +89,28 @@ def default_theano_flags():
     return flags
 
 
+_MALLOC_ENV = ('MALLOC_MMAP_THRESHOLD_', 'MALLOC_TRIM_THRESHOLD_',
+               'GLIBC_TUNABLES')
+
+
+def keep_freed_memory():
+    """Ask glibc's malloc to keep freed blocks of up to 32 MB in the heap
+    instead of returning them to the kernel. A Theano step allocates and
+    frees its activations (8 MB each for GCM at batch 128) every call; by
+    default each is a fresh mmap whose pages fault in again on first touch.
+    Measured +25-60% training speed (docs/performance.md). Skipped where
+    the user configured malloc, or where there is no glibc mallopt."""
+    if any(name in os.environ for name in _MALLOC_ENV):
+        return False
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):
+        return False
+    m_trim_threshold, m_mmap_threshold = -1, -3
+    return bool(mallopt(m_mmap_threshold, 32 << 20)
+                and mallopt(m_trim_threshold, 1 << 30))
+
+
 def configure_theano():
     """Put our defaults into THEANO_FLAGS for every option the user left
     unset. Does nothing once Theano is imported: its config is fixed then."""
@@ -124,6 +148,7 @@ def _install_downsample_shim():
 
 
 configure_theano()
+MALLOC_TUNED = keep_freed_memory()
 import theano  # noqa: E402
 _install_downsample_shim()
 import lasagne  # noqa: E402

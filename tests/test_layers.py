@@ -172,3 +172,16 @@ def test_theano_needs_no_flags_and_user_flags_win(tmp_path):
          ' print(c.floatX, c.openmp)'],
         cwd=ROOT, env=env, capture_output=True, text=True, check=True)
     assert child.stdout.split() == ['float64', 'False']
+
+
+def test_malloc_keeps_freed_memory_unless_the_user_configured_it():
+    probe = 'import gcm_lasagne.compat as c; print(c.MALLOC_TUNED)'
+    env = {k: v for k, v in os.environ.items()
+           if k not in compat._MALLOC_ENV}
+
+    def tuned(extra):
+        return subprocess.run(
+            [sys.executable, '-c', probe], cwd=ROOT, env=dict(env, **extra),
+            capture_output=True, text=True, check=True).stdout.strip()
+    assert tuned({}) == 'True'  # this machine has glibc
+    assert tuned({'MALLOC_TRIM_THRESHOLD_': '0'}) == 'False'
