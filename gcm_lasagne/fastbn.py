@@ -1,12 +1,13 @@
-"""Batch normalization in training mode as one compiled op (forward) and one
-op (backward), for the CPU.
+"""Batch normalization (and the ReLU after it) as compiled CPU ops: training
+mode forward and backward, and inference.
 
 Written as Theano expressions, a training-mode BN layer costs about a dozen
 passes over its (batch, channels, rows, cols) tensor: the mean, the
 variance, the normalization, and as many again for the gradient, with the
 reductions (`Sum{axis=[0, 2, 3]}`) on one core. On GCM that was 45% of a
 training step (docs/performance.md). These ops do the same arithmetic in
-three passes forward and two backward, one channel per OpenMP thread.
+three passes forward and two backward, one channel per OpenMP thread, and
+take the ReLU that follows a BN layer in with them (`with_rectify`).
 
 The maths is Lasagne's, with the biased variance:
     mean = x.mean((0, 2, 3)),  inv_std = 1 / sqrt(x.var((0, 2, 3)) + eps)
@@ -15,7 +16,7 @@ and the gradient is the usual closed form
     dx = gamma * inv_std * (dy - mean(dy) - xhat * mean(dy * xhat)).
 Sums are taken in float32 within a row of the image and in float64 across
 rows, so results equal the plain expression up to float32 rounding
-(tests/test_fastbn.py). `BatchNormLayer` uses it on the CPU only; on a GPU
+(tests/test_fastbn.py). `BatchNormLayer` uses them on the CPU only; on a GPU
 the plain expression stays, for Theano's GPU kernels.
 """
 import zlib
@@ -33,13 +34,6 @@ def available():
     device = theano.config.device
     return bool(theano.config.cxx) and not device.startswith(('cuda', 'gpu'))
 
-
-_CHECK = """
-if (PyArray_NDIM(%(x)s) != 4 || PyArray_TYPE(%(x)s) != NPY_FLOAT32) {
-    PyErr_SetString(PyExc_TypeError, "BatchNorm op: need a 4-d float32 input");
-    %(fail)s
-}
-"""
 
 _SUPPORT = """
 /* Writes a C-contiguous float32 array of the given shape into *out,
@@ -90,165 +84,206 @@ static double bn_sum_sq_dev(const float* p, float m, npy_intp N, npy_intp S,
 }
 """
 
-_FORWARD = """
+# Every op: 4-d float32 inputs of one shape, then per-channel vectors; a 4-d
+# output of that shape, then per-channel vectors. The prologue makes the
+# inputs contiguous, checks the shapes and allocates; the body sees
+# pointers named after the inputs and outputs, and N, C, S (= rows * cols).
+_FRAME = """
 {
-    PyArrayObject* xc = PyArray_GETCONTIGUOUS(%(x)s);
-    PyArrayObject* gc = PyArray_GETCONTIGUOUS(%(gamma)s);
-    PyArrayObject* bc = PyArray_GETCONTIGUOUS(%(beta)s);
-    npy_intp N = PyArray_DIMS(xc)[0], C = PyArray_DIMS(xc)[1];
-    npy_intp S = PyArray_DIMS(xc)[2] * PyArray_DIMS(xc)[3];
-    npy_intp cdim[1] = {C};
-    int bad = (PyArray_DIMS(gc)[0] != C || PyArray_DIMS(bc)[0] != C);
-    if (!bad)
-        bad = bn_alloc(&%(y)s, 4, PyArray_DIMS(xc))
-              || bn_alloc(&%(mean)s, 1, cdim) || bn_alloc(&%(inv_std)s, 1, cdim);
+    PyArrayObject* in[%(n_in)d] = {%(contiguous)s};
+    npy_intp N = 0, C = 0, S = 0, cdim[1];
+    int bad = 0;
+    for (int i = 0; i < %(n_in)d; i++)
+        bad = bad || in[i] == NULL || PyArray_TYPE(in[i]) != NPY_FLOAT32
+              || PyArray_NDIM(in[i]) != (i < %(n_4d)d ? 4 : 1);
     if (!bad) {
-        const float* xd = (const float*)PyArray_DATA(xc);
-        const float* gd = (const float*)PyArray_DATA(gc);
-        const float* bd = (const float*)PyArray_DATA(bc);
-        float* yd = (float*)PyArray_DATA(%(y)s);
-        float* md = (float*)PyArray_DATA(%(mean)s);
-        float* id = (float*)PyArray_DATA(%(inv_std)s);
-        double count = (double)N * S;
-        #pragma omp parallel for schedule(static)
-        for (npy_intp c = 0; c < C; c++) {
-            const float* p = xd + c * S;
-            float m = (float)(bn_sum(p, N, S, C * S) / count);
-            double var = bn_sum_sq_dev(p, m, N, S, C * S) / count;
-            float inv = (float)(1.0 / sqrt(var + %(eps)s));
-            float scale = gd[c] * inv, shift = bd[c];
-            md[c] = m;
-            id[c] = inv;
-            for (npy_intp n = 0; n < N; n++) {
-                const float* row = p + n * C * S;
-                float* out = yd + (n * C + c) * S;
-                #pragma omp simd
-                for (npy_intp i = 0; i < S; i++)
-                    out[i] = (row[i] - m) * scale + shift;
-            }
-        }
+        N = PyArray_DIMS(in[0])[0], C = PyArray_DIMS(in[0])[1];
+        S = PyArray_DIMS(in[0])[2] * PyArray_DIMS(in[0])[3];
+        cdim[0] = C;
+        for (int i = 1; i < %(n_in)d; i++)
+            for (int d = 0; d < PyArray_NDIM(in[i]); d++)
+                bad = bad || PyArray_DIMS(in[i])[d] != PyArray_DIMS(in[0])[
+                    i < %(n_4d)d ? d : 1];
     }
-    Py_DECREF(xc); Py_DECREF(gc); Py_DECREF(bc);
+    if (!bad)
+        bad = %(alloc)s;
+    if (!bad) {
+        %(pointers)s
+        double count = (double)N * S;
+        %(body)s
+    }
+    for (int i = 0; i < %(n_in)d; i++)
+        Py_XDECREF(in[i]);
     if (bad) {
         if (!PyErr_Occurred())
             PyErr_SetString(PyExc_ValueError,
-                            "BatchNormTrain: gamma/beta do not match the channels");
+                            "%(op)s: inputs of mismatched shapes or types");
         %(fail)s
     }
 }
 """
 
-_BACKWARD = """
-{
-    PyArrayObject* xc = PyArray_GETCONTIGUOUS(%(x)s);
-    PyArrayObject* dc = PyArray_GETCONTIGUOUS(%(gy)s);
-    PyArrayObject* vc[3] = {PyArray_GETCONTIGUOUS(%(gamma)s),
-                            PyArray_GETCONTIGUOUS(%(mean)s),
-                            PyArray_GETCONTIGUOUS(%(inv_std)s)};
-    npy_intp N = PyArray_DIMS(xc)[0], C = PyArray_DIMS(xc)[1];
-    npy_intp S = PyArray_DIMS(xc)[2] * PyArray_DIMS(xc)[3];
-    npy_intp cdim[1] = {C};
-    int bad = 0;
-    for (int i = 0; i < 4; i++)
-        bad = bad || PyArray_DIMS(dc)[i] != PyArray_DIMS(xc)[i];
-    for (int i = 0; i < 3; i++)
-        bad = bad || PyArray_DIMS(vc[i])[0] != C;
-    if (!bad)
-        bad = bn_alloc(&%(gx)s, 4, PyArray_DIMS(xc))
-              || bn_alloc(&%(ggamma)s, 1, cdim) || bn_alloc(&%(gbeta)s, 1, cdim);
-    if (!bad) {
-        const float* xd = (const float*)PyArray_DATA(xc);
-        const float* dd = (const float*)PyArray_DATA(dc);
-        const float* gd = (const float*)PyArray_DATA(vc[0]);
-        const float* md = (const float*)PyArray_DATA(vc[1]);
-        const float* id = (const float*)PyArray_DATA(vc[2]);
-        float* gxd = (float*)PyArray_DATA(%(gx)s);
-        float* ggd = (float*)PyArray_DATA(%(ggamma)s);
-        float* gbd = (float*)PyArray_DATA(%(gbeta)s);
-        double count = (double)N * S;
+# y = (x - mean) * (gamma * inv_std) + beta, as Lasagne writes it, and the
+# ReLU where asked for; used on one row of S values of channel c.
+_NORMALIZE = """
+            float scale = gamma[c] * inv_std_[c], shift = beta[c];
+            #pragma omp simd
+            for (npy_intp i = 0; i < S; i++) {
+                float v = (xr[i] - m) * scale + shift;
+                yr[i] = RELU ? (v > 0 ? v : 0) : v;
+            }
+"""
+
+_TRAIN = """
+        const float* inv_std_ = inv_std;
         #pragma omp parallel for schedule(static)
         for (npy_intp c = 0; c < C; c++) {
-            float m = md[c], inv = id[c];
+            float m = (float)(bn_sum(x + c * S, N, S, C * S) / count);
+            double var = bn_sum_sq_dev(x + c * S, m, N, S, C * S) / count;
+            mean[c] = m;
+            inv_std[c] = (float)(1.0 / sqrt(var + EPSILON));
+            for (npy_intp n = 0; n < N; n++) {
+                const float* xr = x + (n * C + c) * S;
+                float* yr = y + (n * C + c) * S;
+""" + _NORMALIZE + """
+            }
+        }
+"""
+
+_INFER = """
+        const float* inv_std_ = inv_std;
+        #pragma omp parallel for schedule(static)
+        for (npy_intp nc = 0; nc < N * C; nc++) {
+            npy_intp c = nc % C;
+            float m = mean[c];
+            const float* xr = x + nc * S;
+            float* yr = y + nc * S;
+""" + _NORMALIZE + """
+        }
+"""
+
+# dx = gamma * inv_std * (dy - mean(dy) - xhat * mean(dy * xhat)), with dy
+# zeroed where the ReLU was off.
+_GRAD = """
+        #pragma omp parallel for schedule(static)
+        for (npy_intp c = 0; c < C; c++) {
+            float m = mean[c], inv = inv_std[c];
+            float scale = gamma[c] * inv, shift = beta[c];
             double sum_dy = 0, sum_dy_xc = 0;
             for (npy_intp n = 0; n < N; n++) {
-                const float* xr = xd + (n * C + c) * S;
-                const float* dr = dd + (n * C + c) * S;
+                const float* xr = x + (n * C + c) * S;
+                const float* dr = dy + (n * C + c) * S;
                 float s1 = 0, s2 = 0;
                 #pragma omp simd reduction(+:s1, s2)
                 for (npy_intp i = 0; i < S; i++) {
-                    s1 += dr[i];
-                    s2 += dr[i] * (xr[i] - m);
+                    float xc = xr[i] - m;
+                    float d = (!RELU || xc * scale + shift > 0) ? dr[i] : 0;
+                    s1 += d;
+                    s2 += d * xc;
                 }
                 sum_dy += s1;
                 sum_dy_xc += s2;
             }
-            gbd[c] = (float)sum_dy;
-            ggd[c] = (float)(sum_dy_xc * inv);
-            float k = gd[c] * inv;
+            dbeta[c] = (float)sum_dy;
+            dgamma[c] = (float)(sum_dy_xc * inv);
             float a = (float)(sum_dy / count);
             float b = (float)(sum_dy_xc * inv * inv / count);
             for (npy_intp n = 0; n < N; n++) {
-                const float* xr = xd + (n * C + c) * S;
-                const float* dr = dd + (n * C + c) * S;
-                float* out = gxd + (n * C + c) * S;
+                const float* xr = x + (n * C + c) * S;
+                const float* dr = dy + (n * C + c) * S;
+                float* out = dx + (n * C + c) * S;
                 #pragma omp simd
-                for (npy_intp i = 0; i < S; i++)
-                    out[i] = k * (dr[i] - a - (xr[i] - m) * b);
+                for (npy_intp i = 0; i < S; i++) {
+                    float xc = xr[i] - m;
+                    float d = (!RELU || xc * scale + shift > 0) ? dr[i] : 0;
+                    out[i] = scale * (d - a - xc * b);
+                }
             }
         }
-    }
-    Py_DECREF(xc); Py_DECREF(dc);
-    for (int i = 0; i < 3; i++)
-        Py_DECREF(vc[i]);
-    if (bad) {
-        if (!PyErr_Occurred())
-            PyErr_SetString(PyExc_ValueError,
-                            "BatchNormTrainGrad: shapes do not match");
-        %(fail)s
-    }
-}
 """
 
-# Theano reuses a compiled op by this version alone: derive it from the code.
-_VERSION = (1, zlib.crc32((_CHECK + _SUPPORT + _FORWARD + _BACKWARD).encode()))
+# Theano reuses a compiled op by its version alone: derive it from the code.
+_VERSION = (2, zlib.crc32(
+    (_SUPPORT + _FRAME + _NORMALIZE + _TRAIN + _INFER + _GRAD).encode()))
+
+_B = (slice(None), None, None)  # a channel vector against (N, C, R, C)
 
 
-def _vector(var):
-    return T.as_tensor_variable(var).astype('float32')
+def _numpy_normalize(x, mean, inv_std, gamma, beta, relu):
+    y = (x - mean[_B]) * (gamma * inv_std)[_B] + beta[_B]
+    return np.maximum(y, 0) if relu else y
 
 
-class BatchNormTrain(OpenMPOp):
-    """(x, gamma, beta) -> (y, mean, inv_std), statistics over axes 0, 2, 3
-    of a 4-d float32 x."""
-    __props__ = ('epsilon',)
+class _BatchNormOp(OpenMPOp):
+    """Shared by the three ops: the names of the inputs (4-d ones first)
+    and outputs, the C frame, and whether a ReLU follows."""
+    __props__ = ('relu',)
+    c_inputs = c_outputs = ()
+    n_4d = 1
+    c_body = ''
 
-    def __init__(self, epsilon=1e-4, openmp=None):
+    def __init__(self, relu=False, openmp=None):
         super().__init__(openmp=openmp)
-        self.epsilon = float(epsilon)
+        self.relu = bool(relu)
 
-    def make_node(self, x, gamma, beta):
-        x = T.as_tensor_variable(x)
-        if x.ndim != 4 or x.dtype != 'float32':
-            raise TypeError('BatchNormTrain needs a 4-d float32 input')
-        gamma, beta = _vector(gamma), _vector(beta)
-        return Apply(self, [x, gamma, beta],
-                     [x.type(), T.fvector(), T.fvector()])
+    def make_node(self, *inputs):
+        tensors = [T.as_tensor_variable(v) for v in inputs[:self.n_4d]]
+        if any(t.type != T.ftensor4 for t in tensors):
+            raise TypeError('%s needs 4-d float32 tensors'
+                            % type(self).__name__)
+        vectors = [T.as_tensor_variable(v).astype('float32')
+                   for v in inputs[self.n_4d:]]
+        outputs = [T.ftensor4()] + [T.fvector() for _ in self.c_outputs[1:]]
+        return Apply(self, tensors + vectors, outputs)
 
     def infer_shape(self, node, shapes):
-        return [shapes[0], (shapes[0][1],), (shapes[0][1],)]
+        channels = (shapes[0][1],)
+        return [shapes[0]] + [channels] * (len(self.c_outputs) - 1)
+
+    def c_support_code(self):
+        return _SUPPORT
+
+    def c_code_cache_version(self):
+        return _VERSION
+
+    def c_code(self, node, name, inputs, outputs, sub):
+        n_out = len(outputs)
+        pointers = ['const float* %s = (const float*)PyArray_DATA(in[%d]);'
+                    % (n, i) for i, n in enumerate(self.c_inputs)]
+        pointers += ['float* %s = (float*)PyArray_DATA(%s);' % (n, v)
+                     for n, v in zip(self.c_outputs, outputs)]
+        alloc = ['bn_alloc(&%s, 4, PyArray_DIMS(in[0]))' % outputs[0]]
+        alloc += ['bn_alloc(&%s, 1, cdim)' % v for v in outputs[1:]]
+        body = self.c_body.replace('RELU', '1' if self.relu else '0').replace(
+            'EPSILON', repr(getattr(self, 'epsilon', 0.0)))
+        return _FRAME % dict(
+            n_in=len(inputs), n_4d=self.n_4d, op=type(self).__name__,
+            contiguous=', '.join('PyArray_GETCONTIGUOUS(%s)' % v
+                                 for v in inputs),
+            alloc=' || '.join(alloc), pointers='\n        '.join(pointers),
+            body=body, fail=sub['fail'], n_out=n_out)
+
+
+class BatchNormTrain(_BatchNormOp):
+    """(x, gamma, beta) -> (y, mean, inv_std), the statistics over axes
+    0, 2, 3 of a 4-d float32 x."""
+    __props__ = ('epsilon', 'relu')
+    c_inputs = ('x', 'gamma', 'beta')
+    c_outputs = ('y', 'mean', 'inv_std')
+    c_body = _TRAIN
+
+    def __init__(self, epsilon=1e-4, relu=False, openmp=None):
+        super().__init__(relu=relu, openmp=openmp)
+        self.epsilon = float(epsilon)
 
     def perform(self, node, inputs, outputs):
         x, gamma, beta = inputs
-        mean = x.mean((0, 2, 3), dtype='float64')
-        var = ((x - mean[:, None, None].astype(x.dtype)) ** 2).mean(
-            (0, 2, 3), dtype='float64')
+        mean = x.mean((0, 2, 3), dtype='float64').astype('float32')
+        var = ((x - mean[_B]) ** 2).mean((0, 2, 3), dtype='float64')
         inv_std = (1 / np.sqrt(var + self.epsilon)).astype('float32')
-        mean = mean.astype('float32')
-        y = ((x - mean[:, None, None]) * (gamma * inv_std)[:, None, None]
-             + beta[:, None, None])
-        outputs[0][0] = y.astype('float32')
-        outputs[1][0] = mean
-        outputs[2][0] = inv_std
+        y = _numpy_normalize(x, mean, inv_std, gamma, beta, self.relu)
+        for out, value in zip(outputs, (y, mean, inv_std)):
+            out[0] = value.astype('float32')
 
     def grad(self, inputs, output_grads):
         x, gamma, beta = inputs
@@ -256,7 +291,8 @@ class BatchNormTrain(OpenMPOp):
         _, mean, inv_std = self(x, gamma, beta)
         if isinstance(gy.type, DisconnectedType):
             gy = T.zeros_like(x)
-        gx, ggamma, gbeta = BatchNormTrainGrad()(x, gy, gamma, mean, inv_std)
+        gx, ggamma, gbeta = BatchNormTrainGrad(self.relu)(
+            x, gy, gamma, beta, mean, inv_std)
         # The statistics are outputs too; where a cost uses them directly
         # (BN layers do not), their gradients are added here.
         count = T.cast(x.shape[0] * x.shape[2] * x.shape[3], 'float32')
@@ -268,62 +304,76 @@ class BatchNormTrain(OpenMPOp):
                 x - mean.dimshuffle(pattern)) / count
         return [gx, ggamma, gbeta]
 
-    def c_support_code(self):
-        return _SUPPORT
 
-    def c_code_cache_version(self):
-        return _VERSION
-
-    def c_code(self, node, name, inputs, outputs, sub):
-        x, gamma, beta = inputs
-        y, mean, inv_std = outputs
-        return (_CHECK + _FORWARD) % dict(locals(), eps=repr(self.epsilon),
-                                            fail=sub['fail'])
-
-
-class BatchNormTrainGrad(OpenMPOp):
-    """(x, dy, gamma, mean, inv_std) -> (dx, dgamma, dbeta) for the y of
-    BatchNormTrain."""
-    __props__ = ()
-
-    def make_node(self, x, gy, gamma, mean, inv_std):
-        x, gy = T.as_tensor_variable(x), T.as_tensor_variable(gy)
-        if x.ndim != 4 or x.dtype != 'float32' or gy.type != x.type:
-            raise TypeError('BatchNormTrainGrad needs 4-d float32 x and dy')
-        vectors = [_vector(v) for v in (gamma, mean, inv_std)]
-        return Apply(self, [x, gy] + vectors,
-                     [x.type(), T.fvector(), T.fvector()])
-
-    def infer_shape(self, node, shapes):
-        return [shapes[0], (shapes[0][1],), (shapes[0][1],)]
+class BatchNormTrainGrad(_BatchNormOp):
+    """(x, dy, gamma, beta, mean, inv_std) -> (dx, dgamma, dbeta) for the y
+    of BatchNormTrain."""
+    c_inputs = ('x', 'dy', 'gamma', 'beta', 'mean', 'inv_std')
+    c_outputs = ('dx', 'dgamma', 'dbeta')
+    n_4d = 2
+    c_body = _GRAD
 
     def perform(self, node, inputs, outputs):
-        x, gy, gamma, mean, inv_std = inputs
-        b = (slice(None), None, None)
-        xhat = (x - mean[b]) * inv_std[b]
+        x, gy, gamma, beta, mean, inv_std = inputs
+        if self.relu:
+            gy = gy * (_numpy_normalize(x, mean, inv_std, gamma, beta,
+                                        False) > 0)
+        xhat = (x - mean[_B]) * inv_std[_B]
         count = x.shape[0] * x.shape[2] * x.shape[3]
         gbeta = gy.sum((0, 2, 3), dtype='float64')
         ggamma = (gy * xhat).sum((0, 2, 3), dtype='float64')
-        gx = (gamma * inv_std)[b] * (
-            gy - (gbeta / count).astype('float32')[b]
-            - xhat * (ggamma / count).astype('float32')[b])
-        outputs[0][0] = gx.astype('float32')
-        outputs[1][0] = ggamma.astype('float32')
-        outputs[2][0] = gbeta.astype('float32')
+        gx = (gamma * inv_std)[_B] * (
+            gy - (gbeta / count).astype('float32')[_B]
+            - xhat * (ggamma / count).astype('float32')[_B])
+        for out, value in zip(outputs, (gx, ggamma, gbeta)):
+            out[0] = value.astype('float32')
 
-    def c_support_code(self):
-        return _SUPPORT
 
-    def c_code_cache_version(self):
-        return _VERSION
+class BatchNormInfer(_BatchNormOp):
+    """(x, mean, inv_std, gamma, beta) -> y with given statistics (the
+    running averages of a deterministic pass)."""
+    c_inputs = ('x', 'mean', 'inv_std', 'gamma', 'beta')
+    c_outputs = ('y',)
+    c_body = _INFER
 
-    def c_code(self, node, name, inputs, outputs, sub):
-        x, gy, gamma, mean, inv_std = inputs
-        gx, ggamma, gbeta = outputs
-        return (_CHECK + _BACKWARD) % dict(locals(), fail=sub['fail'])
+    def perform(self, node, inputs, outputs):
+        outputs[0][0] = _numpy_normalize(*inputs, relu=self.relu).astype(
+            'float32')
+
+    def grad(self, inputs, output_grads):
+        # Rarely needed (saliency on a deterministic pass): the gradient of
+        # the same expression written in Theano.
+        x, mean, inv_std, gamma, beta = inputs
+        pattern = ('x', 0, 'x', 'x')
+        y = ((x - mean.dimshuffle(pattern))
+             * (gamma * inv_std).dimshuffle(pattern) + beta.dimshuffle(pattern))
+        if self.relu:
+            y = T.nnet.relu(y)
+        return theano.grad(None, inputs, known_grads={y: output_grads[0]})
 
 
 def batch_norm_train(x, gamma, beta, epsilon):
     """y, batch mean and batch inv_std of a training-mode BN over axes
     (0, 2, 3) of x."""
     return BatchNormTrain(epsilon)(x, gamma, beta)
+
+
+def batch_norm_infer(x, mean, inv_std, gamma, beta):
+    return BatchNormInfer()(x, mean, inv_std, gamma, beta)
+
+
+def with_rectify(y):
+    """rectify(y) as one op with the BN that made y, or None if y is not
+    the output of a ReLU-less BN op. The BN layer may leave a `rebind`
+    callback on y's tag: it is told the new op's statistics, so that the
+    running averages follow the op that stays in the graph."""
+    node = y.owner
+    if node is None or not isinstance(node.op, _BatchNormOp) or \
+            node.op.relu or node.outputs[0] is not y:
+        return None
+    op = type(node.op)(**dict(node.op._props_dict(), relu=True))
+    outputs = op(*node.inputs, return_list=True)
+    rebind = getattr(y.tag, 'rebind', None)
+    if rebind is not None:
+        rebind(*outputs[1:])
+    return outputs[0]

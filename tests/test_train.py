@@ -112,7 +112,7 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(folder, tmp_path,
     ckpt = os.path.join(out, 'checkpoint.npz')
     with open(ckpt, 'rb') as f:
         before = f.read()
-    monkeypatch.setattr(train, 'learning_rate', lambda config, epoch: 1e30)
+    monkeypatch.setattr(train, 'learning_rate', lambda config, epoch: np.nan)
     assert run_cifar10.main(args + ['--resume']) == 1
     err = capsys.readouterr().err
     assert 'loss became' in err and 'epoch 1 is kept' in err
