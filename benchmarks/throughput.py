@@ -97,6 +97,8 @@ def _graph_report(fn):
                if getattr(v.type, 'dtype', None) == 'float64']
     return {'nodes': len(nodes), 'ops': ops, 'float64_variables': float64,
             'legacy_convop': sum(isinstance(n.op, ConvOp) for n in nodes),
+            'fastconv': sum(n for k, n in ops.items()
+                            if k.startswith('FastCorrMM')),
             'corrmm': sum(n for k, n in ops.items() if k.startswith('CorrMM'))}
 
 
@@ -211,7 +213,8 @@ def worker_model(args):
 
 def worker_gemm(args):
     """float32 matrix-multiply rate: numpy's sgemm and Theano's Dot22
-    (the BLAS Theano links, as CorrMM calls it)."""
+    (the BLAS Theano links): this machine's reference rate. The convolutions
+    (gcm_lasagne.fastconv) do not call BLAS."""
     config = _theano_setup()
     import numpy as np
     import theano
@@ -420,7 +423,9 @@ def markdown(result):
     row('compile training fn, empty cache (s)', 'cold_compile_train_s', 1)
     row('compile inference fn, empty cache (s)', 'cold_compile_infer_s', 1)
     row('peak memory, ru_maxrss (MB)', 'maxrss_mb')
-    row('CorrMM ops in the training graph', None, 0,
+    row('convolution ops in the training graph: ours (FastCorrMM*)', None, 0,
+        lambda e: e['train_graph']['fastconv'])
+    row("convolution ops in the training graph: Theano's CorrMM*", None, 0,
         lambda e: e['train_graph']['corrmm'])
     row('float64 variables / legacy ConvOp in the training graph', None, 0,
         lambda e: len(e['train_graph']['float64_variables'])

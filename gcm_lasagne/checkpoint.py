@@ -7,9 +7,12 @@ name, classes, input shape, the training config) and, for a training
 checkpoint, more named arrays (momentum buffers, RNG state). Nothing in it
 needs pickle, so it loads with allow_pickle=False.
 """
+import contextlib
 import json
 import os
+import signal
 import tempfile
+import threading
 import zipfile
 
 import numpy as np
@@ -33,15 +36,36 @@ def save(path, net, meta, **arrays):
     fd, tmp = tempfile.mkstemp(dir=folder, suffix='.tmp.npz')
     try:
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it owner-only
-        with os.fdopen(fd, 'wb') as f:
-            np.savez(f, **named)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        with _ctrl_c_deferred():
+            with os.fdopen(fd, 'wb') as f:
+                np.savez(f, **named)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.remove(tmp)
         raise
+
+
+@contextlib.contextmanager
+def _ctrl_c_deferred():
+    """Hold a Ctrl-C that comes while the file is written until it is
+    complete: interrupted inside zipfile, numpy leaves a half-closed archive
+    that prints errors at exit."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught = []
+    previous = signal.signal(signal.SIGINT, lambda *args: caught.append(args))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if caught:
+        if callable(previous):
+            previous(*caught[0])
+        raise KeyboardInterrupt
 
 
 def _umask():

@@ -245,12 +245,13 @@ def train(config, out_dir, resume=False, echo=_echo):
                'train_acc': round(correct / float(seen), 5),
                'eval_loss': round(eval_loss, 5), 'eval_acc': round(eval_acc, 5),
                'seconds': round(time.time() - t0, 1)}
+        # the log row first: a resume drops rows newer than the checkpoint
+        _write_log(log_path, [row], 'a')
         keys, pos, gauss = _rng_state(rng)
         checkpoint.save(ckpt_path, net, meta, epoch=np.array(epoch),
                         rng_keys=keys, rng_pos=pos, rng_gauss=gauss,
                         **{'velocity_%d' % i: v.get_value()
                            for i, v in enumerate(velocities)})
-        _write_log(log_path, [row], 'a')
         if sys.stderr.isatty():
             sys.stderr.write('\r')
         echo('epoch %3d  lr %.4g  train loss %.4f acc %.4f  %s loss %.4f '

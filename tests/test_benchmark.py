@@ -1,7 +1,8 @@
 """Issue 5: the throughput benchmark cannot silently break (its --quick mode
 runs here; no timing is asserted), and the compiled training step of GCM is
-the graph docs/performance.md describes: float32 only, CorrMM convolutions,
-no legacy ConvOp, no (batch, N, D, R, C) Class Contribution Map."""
+the graph docs/performance.md describes: float32 only, this package's
+convolutions (fastconv) and batch norm (fastbn) ops, no legacy ConvOp, no
+(batch, N, D, R, C) Class Contribution Map."""
 import json
 import os
 import subprocess
@@ -42,7 +43,7 @@ def gcm_step():
     return training_step('gcm')
 
 
-def test_training_graph_is_float32_and_uses_corrmm(gcm_step):
+def test_training_graph_is_float32_and_uses_the_fast_ops(gcm_step):
     fgraph = gcm_step.maker.fgraph
     nodes = fgraph.toposort()
     float64 = [v for v in fgraph.variables
@@ -52,10 +53,15 @@ def test_training_graph_is_float32_and_uses_corrmm(gcm_step):
     ops = [type(n.op).__name__ for n in nodes]
     # 13 convolutions + 2 transposed ones: forward, gradient of the weights
     # of all 15, gradient of the input of all but the first
-    assert ops.count('CorrMM') == 13 + 2            # conv fwd, deconv bwd
-    assert ops.count('CorrMM_gradWeights') == 15
-    assert ops.count('CorrMM_gradInputs') == 2 + 12  # deconv fwd, conv bwd
-    assert not [o for o in ops if 'AbstractConv' in o]
+    assert ops.count('FastCorrMM') == 13 + 2            # conv fwd, deconv bwd
+    assert ops.count('FastCorrMM_gradWeights') == 15
+    assert ops.count('FastCorrMM_gradInputs') == 2 + 12  # deconv fwd, conv bwd
+    assert not [o for o in ops if 'AbstractConv' in o or
+                o.startswith('CorrMM')]
+    # layers 1-14: BN with its ReLU inside, forward and backward
+    bn = [n.op for n in nodes if 'BatchNorm' in type(n.op).__name__]
+    assert sorted((type(op).__name__, op.relu) for op in bn) == (
+        [('BatchNormTrain', True)] * 14 + [('BatchNormTrainGrad', True)] * 14)
 
 
 def test_training_graph_has_no_5d_class_contribution_map(gcm_step):
@@ -103,7 +109,8 @@ def test_quick_benchmark_runs_and_reports_every_row(tmp_path):
         assert entry['train_img_s_median'] > 0
         assert entry['train_graph']['float64_variables'] == []
         assert entry['train_graph']['legacy_convop'] == 0
-        assert entry['train_graph']['corrmm'] > 0
+        assert entry['train_graph']['fastconv'] > 0
+        assert entry['train_graph']['corrmm'] == 0
     assert result['ratio']['paper'] == 1.15
     assert result['ratio']['train'] > 0 and result['ratio']['infer'] > 0
     assert result['gemm']['numpy_gflops_median'] > 0

@@ -205,3 +205,25 @@ def test_ctrl_c_exits_cleanly_and_the_run_resumes(folder, tmp_path):
     with open(os.path.join(out, 'log.csv')) as f:
         epochs = [int(r['epoch']) for r in csv.DictReader(f)]
     assert epochs == list(range(1, stopped + 2))
+
+
+def test_ctrl_c_during_a_checkpoint_write_waits_for_the_file(tmp_path,
+                                                            monkeypatch):
+    import signal
+    import lasagne
+    from gcm_lasagne.models import build_model
+    net = build_model('gcm-basic', 2, (3, 4, 4))
+    path = str(tmp_path / 'model.npz')
+    savez = np.savez
+
+    def interrupted_savez(f, **arrays):
+        os.kill(os.getpid(), signal.SIGINT)  # arrives mid-write
+        savez(f, **arrays)
+    monkeypatch.setattr(np, 'savez', interrupted_savez)
+    with pytest.raises(KeyboardInterrupt):
+        checkpoint.save(path, net, {'model': 'gcm-basic'})
+    _, values, _ = checkpoint.read(path)  # complete, and readable
+    assert len(values) == len(
+        lasagne.layers.get_all_param_values(net['prob']))
+    assert [p for p in os.listdir(tmp_path) if p.endswith('.tmp.npz')] == []
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
