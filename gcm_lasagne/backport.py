@@ -119,6 +119,7 @@ class BatchNormLayer(Layer):
         gamma = self.gamma
         if update_averages:
             moving = self.mean.clone(), self.inv_std.clone()
+            # into the graph as in _moving_average, on a C-sized vector
             gamma = gamma + 0 * (moving[0] + moving[1])
         output, batch_mean, batch_inv_std = fastbn.batch_norm_train(
             input, gamma, self.beta, self.epsilon)
