@@ -305,3 +305,33 @@ def test_small_gcm_training_step():
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
         changed += not np.allclose(a, s)
     assert changed > len(start) // 2  # the step did update the network
+
+
+WEIGHT_GRADIENT = """
+import sys, numpy as np
+import gcm_lasagne, theano, theano.tensor as T
+from theano.tensor.nnet import conv2d
+x, w = T.tensor4('x'), T.tensor4('w')
+rng = np.random.RandomState(0)
+X = rng.uniform(-1, 1, (19, %d, 9, 9)).astype('float32')
+W = rng.uniform(-1, 1, (%d, X.shape[1], 3, 3)).astype('float32')
+cost = (conv2d(x, w, border_mode='half') ** 2).sum()
+f = theano.function([x, w], theano.grad(cost, w))
+np.save(sys.argv[1], f(X, W))
+"""
+
+
+@pytest.mark.parametrize('channels', [(3, 5), (16, 16)])  # both code paths
+def test_weight_gradient_is_the_same_on_one_thread_and_on_two(tmp_path,
+                                                              channels):
+    """Images are summed in fixed chunks, added in order: bit-identical
+    whatever the number of threads or who took which chunk."""
+    results = []
+    for threads in ('1', '2'):
+        path = str(tmp_path / ('dw%s.npy' % threads))
+        env = dict(os.environ, OMP_NUM_THREADS=threads)
+        subprocess.run([sys.executable, '-c', WEIGHT_GRADIENT % channels,
+                        path], cwd=ROOT, env=env, check=True)
+        results.append(np.load(path))
+    assert np.abs(results[0]).max() > 0
+    assert np.array_equal(results[0], results[1])
