@@ -247,7 +247,6 @@ class _BatchNormOp(OpenMPOp):
         return _VERSION
 
     def c_code(self, node, name, inputs, outputs, sub):
-        n_out = len(outputs)
         pointers = ['const float* %s = (const float*)PyArray_DATA(in[%d]);'
                     % (n, i) for i, n in enumerate(self.c_inputs)]
         pointers += ['float* %s = (float*)PyArray_DATA(%s);' % (n, v)
@@ -261,7 +260,7 @@ class _BatchNormOp(OpenMPOp):
             contiguous=', '.join('PyArray_GETCONTIGUOUS(%s)' % v
                                  for v in inputs),
             alloc=' || '.join(alloc), pointers='\n        '.join(pointers),
-            body=body, fail=sub['fail'], n_out=n_out)
+            body=body, fail=sub['fail'])
 
 
 class BatchNormTrain(_BatchNormOp):

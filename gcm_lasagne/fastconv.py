@@ -149,15 +149,36 @@ _TEMPLATE_RUN = """
     }
 """
 
-_FORWARD = """
+_TEMPLATE_START = """
 {
     int fc_ok = 1;
-    PyArrayObject *fc_a = NULL, *fc_b = NULL;  /* images, filters */
+    PyArrayObject *fc_a = NULL, *fc_b = NULL;
     npy_intp B = 0, C = 0, H = 0, W = 0, M = 0, kh = 0, kw = 0;
     npy_intp pt = 0, pb = 0, pl = 0, pr = 0, Ho = 0, Wo = 0;
-""" + _TEMPLATE_PARAMS + _TEMPLATE_CHECK_INPUTS % dict(
-    a='%(img)s', b='%(kern)s', name='FastCorrMM') + """
-    if (fc_ok) {
+"""
+
+
+def _op_code(name, a, b, sizes, out, odims, empty, function):
+    """The C code of one op: make the 4-d float32 inputs a and b contiguous
+    (fc_a, fc_b); `sizes` sets B, C, H, W, M, kh, kw, the paddings and Ho,
+    Wo from them and checks them; allocate `out` (odims) and call
+    `function`, or zero `out` when `empty` (nothing to sum)."""
+    call = ('%s((const float*)PyArray_DATA(fc_a), '
+            '(const float*)PyArray_DATA(fc_b), (float*)PyArray_DATA(%s), '
+            'B, C, H, W, M, kh, kw, fc_dH, fc_dW, pt, pl, Ho, Wo)'
+            % (function, out))
+    return (_TEMPLATE_START + _TEMPLATE_PARAMS
+            + _TEMPLATE_CHECK_INPUTS % dict(a=a, b=b, name=name)
+            + '    if (fc_ok) {\n' + sizes + '    }\n'
+            + _TEMPLATE_ALLOC % dict(out=out, odims=odims)
+            + _TEMPLATE_RUN % dict(out=out, fail='%(fail)s', empty=empty,
+                                   call=call)
+            + '}\n')
+
+
+# a, b: images, filters
+_FORWARD = _op_code(
+    'FastCorrMM', '%(img)s', '%(kern)s', """\
         B = PyArray_DIMS(fc_a)[0]; C = PyArray_DIMS(fc_a)[1];
         H = PyArray_DIMS(fc_a)[2]; W = PyArray_DIMS(fc_a)[3];
         M = PyArray_DIMS(fc_b)[0]; kh = PyArray_DIMS(fc_b)[2];
@@ -177,26 +198,12 @@ _FORWARD = """
                 "filters %%ldx%%ld", (long)H, (long)W, (long)kh, (long)kw);
             fc_ok = 0;
         }
-    }
-""" + _TEMPLATE_ALLOC % dict(out='%(top)s', odims='B, M, Ho, Wo') + \
-    _TEMPLATE_RUN % dict(
-        out='%(top)s', fail='%(fail)s', empty='C * kh * kw == 0',
-        call='fc_forward((const float*)PyArray_DATA(fc_a), '
-             '(const float*)PyArray_DATA(fc_b), '
-             '(float*)PyArray_DATA(%(top)s), B, C, H, W, M, kh, kw, '
-             'fc_dH, fc_dW, pt, pl, Ho, Wo)') + """
-}
-"""
+""",
+    '%(top)s', 'B, M, Ho, Wo', 'C * kh * kw == 0', 'fc_forward')
 
-_GRADWEIGHTS = """
-{
-    int fc_ok = 1;
-    PyArrayObject *fc_a = NULL, *fc_b = NULL;  /* images, output gradient */
-    npy_intp B = 0, C = 0, H = 0, W = 0, M = 0, kh = 0, kw = 0;
-    npy_intp pt = 0, pb = 0, pl = 0, pr = 0, Ho = 0, Wo = 0;
-""" + _TEMPLATE_PARAMS + _TEMPLATE_CHECK_INPUTS % dict(
-    a='%(img)s', b='%(topgrad)s', name='FastCorrMM_gradWeights') + """
-    if (fc_ok) {
+# a, b: images, output gradient
+_GRADWEIGHTS = _op_code(
+    'FastCorrMM_gradWeights', '%(img)s', '%(topgrad)s', """\
         B = PyArray_DIMS(fc_a)[0]; C = PyArray_DIMS(fc_a)[1];
         H = PyArray_DIMS(fc_a)[2]; W = PyArray_DIMS(fc_a)[3];
         M = PyArray_DIMS(fc_b)[1]; Ho = PyArray_DIMS(fc_b)[2];
@@ -224,26 +231,12 @@ _GRADWEIGHTS = """
                 (long)kh, (long)kw);
             fc_ok = 0;
         }
-    }
-""" + _TEMPLATE_ALLOC % dict(out='%(weights)s', odims='M, C, kh, kw') + \
-    _TEMPLATE_RUN % dict(
-        out='%(weights)s', fail='%(fail)s', empty='B * Ho * Wo == 0',
-        call='fc_gradweights((const float*)PyArray_DATA(fc_a), '
-             '(const float*)PyArray_DATA(fc_b), '
-             '(float*)PyArray_DATA(%(weights)s), B, C, H, W, M, kh, kw, '
-             'fc_dH, fc_dW, pt, pl, Ho, Wo)') + """
-}
-"""
+""",
+    '%(weights)s', 'M, C, kh, kw', 'B * Ho * Wo == 0', 'fc_gradweights')
 
-_GRADINPUTS = """
-{
-    int fc_ok = 1;
-    PyArrayObject *fc_a = NULL, *fc_b = NULL;  /* filters, output gradient */
-    npy_intp B = 0, C = 0, H = 0, W = 0, M = 0, kh = 0, kw = 0;
-    npy_intp pt = 0, pb = 0, pl = 0, pr = 0, Ho = 0, Wo = 0;
-""" + _TEMPLATE_PARAMS + _TEMPLATE_CHECK_INPUTS % dict(
-    a='%(kern)s', b='%(topgrad)s', name='FastCorrMM_gradInputs') + """
-    if (fc_ok) {
+# a, b: filters, output gradient
+_GRADINPUTS = _op_code(
+    'FastCorrMM_gradInputs', '%(kern)s', '%(topgrad)s', """\
         M = PyArray_DIMS(fc_a)[0]; C = PyArray_DIMS(fc_a)[1];
         kh = PyArray_DIMS(fc_a)[2]; kw = PyArray_DIMS(fc_a)[3];
         B = PyArray_DIMS(fc_b)[0]; Ho = PyArray_DIMS(fc_b)[2];
@@ -269,16 +262,8 @@ _GRADINPUTS = """
                 (long)H, (long)W);
             fc_ok = 0;
         }
-    }
-""" + _TEMPLATE_ALLOC % dict(out='%(bottom)s', odims='B, C, H, W') + \
-    _TEMPLATE_RUN % dict(
-        out='%(bottom)s', fail='%(fail)s', empty='M * kh * kw == 0',
-        call='fc_gradinputs((const float*)PyArray_DATA(fc_a), '
-             '(const float*)PyArray_DATA(fc_b), '
-             '(float*)PyArray_DATA(%(bottom)s), B, C, H, W, M, kh, kw, '
-             'fc_dH, fc_dW, pt, pl, Ho, Wo)') + """
-}
-"""
+""",
+    '%(bottom)s', 'B, C, H, W', 'M * kh * kw == 0', 'fc_gradinputs')
 
 def _version():
     """Theano reuses a compiled op by this version: derived from the code."""
@@ -306,6 +291,12 @@ def _given_sizes(node):
            for v in sizes):
         return None
     return tuple(sizes)
+
+
+def _given_values(sizes):
+    """The same at run time (Op.perform): the given sizes, or None."""
+    given = tuple(int(v) for v in sizes)
+    return None if given == (-1, -1) else given
 
 
 class _FastCorrBase(OpenMPOp):
@@ -447,10 +438,9 @@ class FastCorrMM_gradWeights(_FastCorrBase):
 
     def perform(self, node, inputs, outputs, params=None):
         img, topgrad = inputs[:2]
-        given = tuple(int(s) for s in inputs[2:])
-        given = None if given == (-1, -1) else given
         kh, kw = self._filter_size(img.shape[2], img.shape[3],
-                                   topgrad.shape[2], topgrad.shape[3], given)
+                                   topgrad.shape[2], topgrad.shape[3],
+                                   _given_values(inputs[2:]))
         outputs[0][0] = _np_gradweights(img, topgrad, (kh, kw),
                                         self.border_mode, self.subsample)
 
@@ -502,10 +492,9 @@ class FastCorrMM_gradInputs(_FastCorrBase):
 
     def perform(self, node, inputs, outputs, params=None):
         kern, topgrad = inputs[:2]
-        given = tuple(int(s) for s in inputs[2:])
-        given = None if given == (-1, -1) else given
         h, w = self._input_size(kern.shape[2], kern.shape[3],
-                                topgrad.shape[2], topgrad.shape[3], given)
+                                topgrad.shape[2], topgrad.shape[3],
+                                _given_values(inputs[2:]))
         outputs[0][0] = _np_gradinputs(kern, topgrad, (h, w),
                                        self.border_mode, self.subsample)
 
@@ -532,7 +521,7 @@ class FastCorrMM_gradInputs(_FastCorrBase):
 
 # numpy versions (Op.perform: used where Theano cannot compile C)
 
-def _np_windows(shape, kh, kw, pads, subsample, out_hw):
+def _np_windows(kh, kw, subsample, out_hw):
     """For each tap (i, j), the slices of the padded image it reads."""
     ho, wo = out_hw
     dh, dw = subsample
@@ -563,7 +552,7 @@ def _np_forward(img, kern, border_mode, subsample):
     ho, wo = _np_out_size(img.shape[2], img.shape[3], kh, kw, pads, subsample)
     xp = _np_padded(img, pads)
     out = np.zeros((img.shape[0], kern.shape[0], ho, wo), 'float32')
-    for i, j, sl in _np_windows(xp.shape, kh, kw, pads, subsample, (ho, wo)):
+    for i, j, sl in _np_windows(kh, kw, subsample, (ho, wo)):
         out += np.einsum('bchw,mc->bmhw', xp[sl], kern[:, :, i, j])
     return out
 
@@ -577,7 +566,7 @@ def _np_gradweights(img, topgrad, kshape, border_mode, subsample):
         raise ValueError('FastCorrMM_gradWeights: shape inconsistency')
     xp = _np_padded(img, pads)
     out = np.zeros((topgrad.shape[1], img.shape[1], kh, kw), 'float32')
-    for i, j, sl in _np_windows(xp.shape, kh, kw, pads, subsample, (ho, wo)):
+    for i, j, sl in _np_windows(kh, kw, subsample, (ho, wo)):
         out[:, :, i, j] = np.einsum('bchw,bmhw->mc', xp[sl], topgrad)
     return out
 
@@ -592,7 +581,7 @@ def _np_gradinputs(kern, topgrad, ishape, border_mode, subsample):
     (pt, pb), (pl, pr) = pads
     xp = np.zeros((topgrad.shape[0], kern.shape[1], h + pt + pb,
                    w + pl + pr), 'float32')
-    for i, j, sl in _np_windows(xp.shape, kh, kw, pads, subsample, (ho, wo)):
+    for i, j, sl in _np_windows(kh, kw, subsample, (ho, wo)):
         xp[sl] += np.einsum('bmhw,mc->bchw', topgrad, kern[:, :, i, j])
     return np.ascontiguousarray(xp[:, :, pt:pt + h, pl:pl + w])
 

@@ -261,7 +261,8 @@ def train(config, out_dir, resume=False, echo=_echo):
                                   row['seconds']))
 
     checkpoint.save(os.path.join(out_dir, 'model.npz'), net, meta)
-    eval_loss, pred = evaluate(eval_fn, X_eval, y_eval)
+    if start >= config['epochs']:  # nothing trained here: evaluate now
+        eval_loss, pred = evaluate(eval_fn, X_eval, y_eval)
     metrics = classification_metrics(y_eval, pred, classes)
     metrics.update(eval_set=eval_name, loss=eval_loss, epochs=config['epochs'],
                    params=int(lasagne.layers.count_params(net['prob'],

@@ -18,24 +18,17 @@ import theano.tensor as T
 from theano.tensor.nnet.conv import ConvOp
 
 from gcm_lasagne.models import build_model
+from gcm_lasagne.train import compile_train, default_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BENCHMARK = os.path.join(ROOT, 'benchmarks', 'throughput.py')
 
 
 def training_step(model, shape=(3, 8, 8), classes=3):
-    """The training step of gcm_lasagne.train: momentum SGD on the mean
-    cross-entropy, returning the summed loss and the number right."""
-    x, y = T.tensor4('x'), T.ivector('y')
+    """The training step exactly as gcm_lasagne.train compiles it."""
     net = build_model(model, num_classes=classes, input_shape=shape,
-                      input_var=x)
-    prob = lasagne.layers.get_output(net['prob'])
-    loss = lasagne.objectives.categorical_crossentropy(prob, y)
-    params = lasagne.layers.get_all_params(net['prob'], trainable=True)
-    updates = lasagne.updates.momentum(loss.mean(), params, 0.01, 0.9)
-    return theano.function(
-        [x, y], [loss.sum(), T.eq(T.argmax(prob, axis=1), y).sum()],
-        updates=updates)
+                      input_var=T.tensor4('x'))
+    return compile_train(net, default_config(model=model))[0]
 
 
 @pytest.fixture(scope='module')
