@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import run_cifar10
+from gcm_lasagne import cli as run_cifar10
 from gcm_lasagne import checkpoint, paper, train
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

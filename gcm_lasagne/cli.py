@@ -1,0 +1,239 @@
+"""gcm-lasagne: reproduce Generative Contribution Mappings (Arai & Nagao).
+
+With no command (or `reproduce`): train GCM, clipped GCM and the CNN baseline on CIFAR-10
+with the paper's recipe (Table 2), resuming whatever is partly done, then
+write Table 3 under results/.
+"""
+import argparse
+import glob
+import os
+import sys
+
+from . import (checkpoint, data, device, paper, report, train,
+               visualize)
+from .models import MODELS
+
+PAPER_MODELS = ('gcm', 'gcm-clip', 'cnn')
+# the repository's root, where the shipped model and samples are
+HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SHIPPED_MODEL = os.path.join(HERE, 'models', 'gcm-cifar10jpeg-15ep',
+                             'model.npz')
+SAMPLES = os.path.join(HERE, 'samples', 'cifar10-test')
+
+
+class Parser(argparse.ArgumentParser):
+    def error(self, message):
+        # one line, not argparse's usage block
+        sys.stderr.write('%s: error: %s (see --help)\n' % (self.prog, message))
+        sys.exit(2)
+
+
+def positive_int(text):
+    value = int(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError('must be a positive integer')
+    return value
+
+
+def add_recipe_options(p):
+    t2 = paper.TABLE2
+    g = p.add_argument_group('recipe (defaults: Table 2 of the paper)')
+    g.add_argument('--epochs', type=positive_int, default=t2['epochs'])
+    g.add_argument('--batch-size', type=positive_int,
+                   default=t2['batch_size'])
+    g.add_argument('--learning-rate', type=float, default=t2['learning_rate'])
+    g.add_argument('--lr-steps', type=positive_int, nargs='*',
+                   default=list(t2['lr_steps']), metavar='EPOCH',
+                   help='divide the rate by --lr-factor after these epochs '
+                        '(default: %(default)s)')
+    g.add_argument('--lr-factor', type=float, default=t2['lr_factor'])
+    g.add_argument('--momentum', type=float, default=t2['momentum'])
+    g.add_argument('--weight-decay', type=float, default=t2['weight_decay'],
+                   help='L2 weight decay (the paper uses none)')
+    g.add_argument('--pad', type=int, default=t2['pad'],
+                   help='zero padding before the random crop, pixels')
+    g.add_argument('--no-flip', dest='flip', action='store_false',
+                   help='no random horizontal flips')
+    g.add_argument('--validation', type=int, default=0, metavar='N',
+                   help='hold out N training images and report accuracy on '
+                        'them each epoch (the paper chose its recipe with '
+                        '5000); default: evaluate on the test set')
+    g.add_argument('--train-subset', type=int, default=0, metavar='N',
+                   help='train on a fixed random N of the training images')
+    g.add_argument('--seed', type=int, default=1)
+
+
+def add_data_options(p, default='cifar10'):
+    p.add_argument('--data', default=default,
+                   help="'cifar10' (the official archive, downloaded into "
+                        "--data-dir) or PATH, a folder with train/<class>/ "
+                        "and test/<class>/ images")
+    p.add_argument('--data-dir', default='data',
+                   help='where the CIFAR-10 archive is (default: data/)')
+    p.add_argument('--no-download', dest='download', action='store_false',
+                   help='never download CIFAR-10; fail if it is missing')
+    p.add_argument('--image-size', type=positive_int, nargs=2,
+                   metavar=('ROWS', 'COLS'),
+                   help='resize image-folder images to this size')
+
+
+def build_parser():
+    p = Parser(prog='run_cifar10.py', description=__doc__,
+               formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument('--runs', default='runs',
+                   help='folder of run folders (default: runs/)')
+    p.add_argument('--results', default='results',
+                   help='where Table 3 is written (default: results/)')
+    p.set_defaults(command='reproduce', data='cifar10', data_dir='data',
+                   download=True, image_size=None)
+    sub = p.add_subparsers(dest='command', parser_class=Parser)
+
+    r = sub.add_parser('reproduce', help='the default: GCM, clipped GCM and '
+                       'the CNN with Table 2\'s recipe, then Table 3')
+    add_data_options(r)
+
+    t = sub.add_parser('train', help='train one model')
+    t.add_argument('--model', choices=MODELS, default='gcm')
+    t.add_argument('--out', help='run folder (default: RUNS/MODEL)')
+    t.add_argument('--resume', action='store_true',
+                   help='continue the run in --out where it stopped')
+    add_data_options(t)
+    add_recipe_options(t)
+
+    e = sub.add_parser('evaluate', help='accuracy, per-class accuracy and '
+                       'confusion matrix of a saved model on its test set')
+    e.add_argument('checkpoint')
+    add_data_options(e, default=None)
+
+    f = sub.add_parser('figures', help='Figures 6 (7 for a clipped model) '
+                       'and 8 from correctly classified test images')
+    f.add_argument('checkpoint')
+    f.add_argument('--out', help='default: the model\'s folder')
+    add_data_options(f, default=None)
+
+    x = sub.add_parser('explain', help='top classes and CCM figures for any '
+                       'image files')
+    x.add_argument('checkpoint')
+    x.add_argument('images', nargs='+', metavar='IMAGE')
+    x.add_argument('--out', default='explained',
+                   help='where the figures and maps go (default: '
+                        'explained/)')
+    x.add_argument('--top', type=positive_int, default=3)
+
+    d = sub.add_parser('demo', help='Figures 6 and 8 from the model that '
+                       'ships with this repository, offline')
+    d.add_argument('--out', default=os.path.join('results', 'demo'))
+
+    tb = sub.add_parser('table3', help='Table 3 from the runs that exist')
+    tb.add_argument('--params-only', action='store_true',
+                    help='only the parameter counts; exit 1 if one no '
+                         'longer rounds to the paper\'s figure')
+    tb.add_argument('--no-timing', action='store_true',
+                    help='skip measuring the GCM/CNN time ratio')
+    return p
+
+
+def recipe(args, **overrides):
+    """The training config from the command line: every key of
+    train.default_config() is an option of the same name."""
+    keys = train.default_config()
+    given = {k: v for k, v in vars(args).items() if k in keys}
+    return train.default_config(**dict(given, **overrides))
+
+
+def cmd_train(args):
+    out = args.out or os.path.join(args.runs, args.model)
+    metrics = train.train(recipe(args), out, resume=args.resume)
+    print('%s: %s accuracy %.2f%% (run folder %s)' % (
+        args.model, metrics['eval_set'], 100 * metrics['accuracy'], out))
+
+
+def data_override(args):
+    """The data options given on the command line, if any."""
+    if not args.data:
+        return None
+    return dict(data=args.data, data_dir=args.data_dir,
+                download=args.download, image_size=args.image_size)
+
+
+def cmd_evaluate(args):
+    net, meta, _ = checkpoint.load(args.checkpoint)
+    X, y = train.load_test_data(meta, data_override(args))
+    loss, pred = train.evaluate(train.compile_eval(net), X, y)
+    print(report.metrics_text(
+        train.classification_metrics(y, pred, meta['classes']), loss))
+
+
+def cmd_figures(args):
+    out = args.out or os.path.dirname(os.path.abspath(args.checkpoint))
+    for path in visualize.run_figures(args.checkpoint, out,
+                                      data_override(args)):
+        print('wrote', path)
+
+
+def cmd_explain(args):
+    visualize.run_explain(args.checkpoint, args.images, args.out, args.top)
+
+
+def cmd_demo(args):
+    """The shipped model on the shipped sample test images (3 a class)."""
+    meta, _, _ = checkpoint.read(SHIPPED_MODEL)
+    paths = sorted(glob.glob(os.path.join(SAMPLES, '*', '*.jpg')))
+    labels = [meta['classes'].index(os.path.basename(os.path.dirname(p)))
+              for p in paths]
+    images, _ = visualize.load_images(paths, meta['input_shape'])
+    for path in visualize.run_figures(SHIPPED_MODEL, args.out, images=images,
+                                      labels=labels):
+        print('wrote', path)
+
+
+def cmd_table3(args):
+    if args.params_only:
+        text, ok = report.params_table()
+        print(text)
+        return 0 if ok else 1
+    table = report.table3(args.runs, timing=not args.no_timing)
+    print(report.write_table3(table, args.results))
+    return 0
+
+
+def cmd_reproduce(args):
+    """The paper's three experiments in turn, each resumed if partly done."""
+    for model in PAPER_MODELS:
+        out = os.path.join(args.runs, model)
+        config = recipe(args, model=model)
+        if os.path.exists(os.path.join(out, 'metrics.json')):
+            print('%s: done already (%s)' % (model, out))
+            continue
+        print('== %s -> %s' % (model, out))
+        train.train(config, out, resume=True)
+    table = report.table3(args.runs, timing=True)
+    print(report.write_table3(table, args.results))
+    for model in ('gcm', 'gcm-clip'):
+        for path in visualize.run_figures(
+                os.path.join(args.runs, model, 'model.npz'),
+                os.path.join(args.results, model)):
+            print('wrote', path)
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    ok, message = device.device_status()
+    if not ok:  # Theano would silently run on the CPU
+        sys.stderr.write(message + '\n')
+        return 1
+    commands = {'train': cmd_train, 'evaluate': cmd_evaluate,
+                'table3': cmd_table3, 'reproduce': cmd_reproduce,
+                'figures': cmd_figures, 'explain': cmd_explain,
+                'demo': cmd_demo}
+    try:
+        return commands[args.command or 'reproduce'](args) or 0
+    except (data.DataError, checkpoint.CheckpointError,
+            train.TrainingError, visualize.ExplainError) as e:
+        sys.stderr.write('error: %s\n' % e)
+        return 1
+    except KeyboardInterrupt:
+        sys.stderr.write('\ninterrupted: the checkpoint of the last finished '
+                         'epoch is kept; continue with --resume\n')
+        return 130
+
