@@ -26,9 +26,14 @@ class CheckpointError(Exception):
 
 
 def save(path, net, meta, **arrays):
+    """Save the network's parameter values, meta and `arrays` to path."""
+    write(path, meta, lasagne.layers.get_all_param_values(net['prob']),
+          **arrays)
+
+
+def write(path, meta, values, **arrays):
     """Write atomically: a crash leaves the old file or the new one, never a
     mix, because the rename is the only step that touches `path`."""
-    values = lasagne.layers.get_all_param_values(net['prob'])
     named = {'arr_%d' % i: v for i, v in enumerate(values)}
     named['meta'] = np.array(json.dumps(meta, sort_keys=True))
     named.update(arrays)

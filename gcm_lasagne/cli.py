@@ -9,8 +9,8 @@ import glob
 import os
 import sys
 
-from . import (checkpoint, data, device, paper, report, train,
-               visualize)
+from . import (checkpoint, curves, data, device, export, paper, report,
+               train, visualize)
 from .models import MODELS
 
 PAPER_MODELS = ('gcm', 'gcm-clip', 'cnn')
@@ -91,6 +91,9 @@ def build_parser():
     r = sub.add_parser('reproduce', help='the default: GCM, clipped GCM and '
                        'the CNN with Table 2\'s recipe, then Table 3')
     add_data_options(r)
+    r.add_argument('--seeds', type=positive_int, default=1, metavar='N',
+                   help='train each model with seeds 1..N (RUNS/MODEL for '
+                        'seed 1, RUNS/MODEL-seedK for the others)')
 
     t = sub.add_parser('train', help='train one model')
     t.add_argument('--model', choices=MODELS, default='gcm')
@@ -123,6 +126,12 @@ def build_parser():
     d = sub.add_parser('demo', help='Figures 6 and 8 from the model that '
                        'ships with this repository, offline')
     d.add_argument('--out', default=os.path.join('results', 'demo'))
+
+    ex = sub.add_parser('export', help='a finished run as a model folder to '
+                        'share, the data set named instead of a local folder')
+    ex.add_argument('run')
+    ex.add_argument('out')
+    ex.add_argument('--data-name', help='default: the data folder\'s name')
 
     tb = sub.add_parser('table3', help='Table 3 from the runs that exist')
     tb.add_argument('--params-only', action='store_true',
@@ -192,23 +201,40 @@ def cmd_table3(args):
         text, ok = report.params_table()
         print(text)
         return 0 if ok else 1
-    table = report.table3(args.runs, timing=not args.no_timing)
-    print(report.write_table3(table, args.results))
+    write_table3(args.runs, args.results, timing=not args.no_timing)
     return 0
+
+
+def write_table3(runs, results, timing):
+    """Table 3 and the training curves of the finished runs."""
+    print(report.write_table3(report.table3(runs, timing=timing), results))
+    groups = report.find_runs(runs)
+    if groups:
+        print('wrote', curves.plot_curves(groups,
+                                          os.path.join(results, 'curves.png')))
+
+
+def run_name(model, seed):
+    return model if seed == 1 else '%s-seed%d' % (model, seed)
+
+
+def cmd_export(args):
+    for path in export.export_run(args.run, args.out, args.data_name):
+        print('wrote', path)
 
 
 def cmd_reproduce(args):
     """The paper's three experiments in turn, each resumed if partly done."""
-    for model in PAPER_MODELS:
-        out = os.path.join(args.runs, model)
-        config = recipe(args, model=model)
-        if os.path.exists(os.path.join(out, 'metrics.json')):
-            print('%s: done already (%s)' % (model, out))
-            continue
-        print('== %s -> %s' % (model, out))
-        train.train(config, out, resume=True)
-    table = report.table3(args.runs, timing=True)
-    print(report.write_table3(table, args.results))
+    for seed in range(1, args.seeds + 1):
+        for model in PAPER_MODELS:
+            out = os.path.join(args.runs, run_name(model, seed))
+            if os.path.exists(os.path.join(out, 'metrics.json')):
+                print('%s: done already (%s)' % (model, out))
+                continue
+            print('== %s, seed %d -> %s' % (model, seed, out))
+            train.train(recipe(args, model=model, seed=seed), out,
+                        resume=True)
+    write_table3(args.runs, args.results, timing=True)
     for model in ('gcm', 'gcm-clip'):
         for path in visualize.run_figures(
                 os.path.join(args.runs, model, 'model.npz'),
@@ -225,11 +251,12 @@ def main(argv=None):
     commands = {'train': cmd_train, 'evaluate': cmd_evaluate,
                 'table3': cmd_table3, 'reproduce': cmd_reproduce,
                 'figures': cmd_figures, 'explain': cmd_explain,
-                'demo': cmd_demo}
+                'demo': cmd_demo, 'export': cmd_export}
     try:
         return commands[args.command or 'reproduce'](args) or 0
     except (data.DataError, checkpoint.CheckpointError,
-            train.TrainingError, visualize.ExplainError) as e:
+            train.TrainingError, visualize.ExplainError,
+            report.ReportError) as e:
         sys.stderr.write('error: %s\n' % e)
         return 1
     except KeyboardInterrupt:

@@ -65,26 +65,105 @@ def seconds_per_batch(models, batch_size=128, steps=5, rounds=5):
     return {model: float(np.median(t)) for model, t in times.items()}
 
 
+class ReportError(Exception):
+    pass
+
+
+# A run's recipe: what must agree between runs averaged in one row (the
+# seed may differ, and the data folder may move between machines).
+RECIPE_KEYS = tuple(paper.TABLE2) + ('model', 'train_subset', 'validation')
+
+
+def read_json(path):
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError) as e:
+        raise ReportError('cannot read %s (%s)' % (path, e))
+
+
+def read_log(run):
+    """log.csv of a run folder as a list of dicts of floats (epoch an int)."""
+    path = os.path.join(run, 'log.csv')
+    if not os.path.exists(path):
+        return []
+    try:
+        with open(path) as f:
+            return [dict({k: float(v) for k, v in r.items()},
+                         epoch=int(r['epoch'])) for r in csv.DictReader(f)]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise ReportError('%s is not a training log (%s)' % (path, e))
+
+
+def find_runs(runs_dir):
+    """Finished runs (a folder with config.json and metrics.json) below
+    runs_dir, grouped by model: {model: [run, ...]}, each group sorted by
+    seed. Which model and seed a run is comes from its config.json, so
+    folder names are free (`reproduce` uses MODEL and MODEL-seedK)."""
+    groups = {}
+    if not os.path.isdir(runs_dir):
+        return groups
+    for name in sorted(os.listdir(runs_dir)):
+        run = os.path.join(runs_dir, name)
+        if not (os.path.isfile(os.path.join(run, 'config.json')) and
+                os.path.isfile(os.path.join(run, 'metrics.json'))):
+            continue
+        config = read_json(os.path.join(run, 'config.json'))
+        groups.setdefault(config.get('model'), []).append((run, config))
+    for model, runs in groups.items():
+        recipes = {json.dumps([c.get(k) for k in RECIPE_KEYS]) for _, c in runs}
+        if len(recipes) > 1:
+            raise ReportError('the %s runs in %s do not share one recipe (%s): '
+                              'keep runs of other recipes in another --runs '
+                              'folder' % (model, runs_dir,
+                                          ', '.join(r for r, _ in runs)))
+        runs.sort(key=lambda rc: (rc[1].get('seed', 0), rc[0]))
+        groups[model] = [r for r, _ in runs]
+    return groups
+
+
+def data_name(config):
+    """The data set a run used, as a name: 'cifar10' or the image
+    folder's last path component (shipped configs hold just the name)."""
+    data = config.get('data', 'cifar10')
+    return os.path.basename(os.path.normpath(data))
+
+
 def table3(runs_dir, timing=True):
-    """Rows of Table 3: ours from the runs found under runs_dir, the
-    paper's beside them."""
+    """Rows of Table 3: ours from the finished runs under runs_dir (mean,
+    sample standard deviation and number of runs where a model has several
+    seeds), the paper's beside them."""
     seconds = seconds_per_batch(TABLE3_MODELS) if timing else None
+    groups = find_runs(runs_dir)
     rows = []
     for model in TABLE3_MODELS:
         theirs = paper.TABLE3[model]
         row = {'model': model, 'params': count(model),
                'paper_params': theirs['params'],
                'time_ratio': None, 'paper_time_ratio': theirs['time_ratio'],
-               'accuracy': None, 'epochs': None,
-               'paper_accuracy': theirs['accuracy']}
+               'accuracy': None, 'accuracy_std': None, 'runs': 0,
+               'seeds': '', 'epochs': None, 'seconds_per_epoch': None,
+               'data': None, 'paper_accuracy': theirs['accuracy']}
         if timing:
             row['time_ratio'] = round(seconds[model] / seconds['cnn'], 3)
-        metrics = os.path.join(runs_dir, model, 'metrics.json')
-        if os.path.exists(metrics):
-            with open(metrics) as f:
-                m = json.load(f)
-            row['accuracy'] = round(100 * m['accuracy'], 2)
-            row['epochs'] = m['epochs']
+        runs = groups.get(model, [])
+        if runs:
+            metrics = [read_json(os.path.join(r, 'metrics.json'))
+                       for r in runs]
+            configs = [read_json(os.path.join(r, 'config.json'))
+                       for r in runs]
+            acc = 100 * np.array([m['accuracy'] for m in metrics])
+            epoch_seconds = [e['seconds'] for r in runs for e in read_log(r)]
+            row.update(accuracy=round(float(acc.mean()), 2),
+                       accuracy_std=(round(float(acc.std(ddof=1)), 2)
+                                     if len(acc) > 1 else None),
+                       runs=len(runs),
+                       seeds=' '.join(str(c.get('seed')) for c in configs),
+                       epochs=metrics[0]['epochs'],
+                       data=data_name(configs[0]))
+            if epoch_seconds:
+                row['seconds_per_epoch'] = round(
+                    float(np.median(epoch_seconds)), 1)
         rows.append(row)
     return rows
 
@@ -93,22 +172,39 @@ def _cell(value, fmt='%s'):
     return '-' if value is None else fmt % value
 
 
+def _accuracy_cell(r):
+    if r['accuracy'] is None:
+        return '-'
+    if r['runs'] > 1:
+        return '%.2f ± %.2f (n=%d)' % (r['accuracy'], r['accuracy_std'],
+                                       r['runs'])
+    return '%.2f' % r['accuracy']
+
+
 def write_table3(rows, results_dir):
     """Write table3.md and table3.csv; return the Markdown."""
     os.makedirs(results_dir, exist_ok=True)
     lines = ['| model | params | paper | time ratio (train) | paper | '
-             'test accuracy % | epochs | paper |',
-             '|---|---:|---:|---:|---:|---:|---:|---:|']
+             'test accuracy % | epochs | s/epoch | data | paper |',
+             '|---|---:|---:|---:|---:|---:|---:|---:|---|---:|']
     for r in rows:
-        lines.append('| %s | %s | %s | %s | %s | %s | %s | %s |' % (
+        lines.append('| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |' % (
             r['model'], rounded(r['params']), r['paper_params'],
             _cell(r['time_ratio'], '%.2f'), _cell(r['paper_time_ratio']),
-            _cell(r['accuracy'], '%.2f'), _cell(r['epochs']),
+            _accuracy_cell(r), _cell(r['epochs']),
+            _cell(r['seconds_per_epoch'], '%.0f'), _cell(r['data']),
             r['paper_accuracy']))
     text = '\n'.join(lines)
+    notes = ['Time ratio: seconds per training batch of 128, GCM over CNN, '
+             'measured on %s.' % theano.config.device,
+             's/epoch: median seconds of an epoch (training and evaluation) '
+             'in the runs\' logs.',
+             'test accuracy: mean ± sample standard deviation over n runs '
+             '(seeds) where a model has several.',
+             "Paper: Table 3, on the official CIFAR-10; 'data' names the "
+             'data set each of our runs used.']
     with open(os.path.join(results_dir, 'table3.md'), 'w') as f:
-        f.write(text + '\n\nTime ratio: seconds per training batch of 128, '
-                'GCM over CNN, measured on %s.\n' % theano.config.device)
+        f.write(text + '\n\n' + '\n'.join(notes) + '\n')
     with open(os.path.join(results_dir, 'table3.csv'), 'w', newline='') as f:
         writer = csv.DictWriter(f, list(rows[0]))
         writer.writeheader()

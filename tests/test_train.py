@@ -164,22 +164,6 @@ def test_params_only_table3():
         assert '| %s | %d |' % (model, paper.PARAMS[model]) in done.stdout
 
 
-def test_table3_reads_the_runs_and_writes_markdown_and_csv(tmp_path):
-    runs, results = tmp_path / 'runs', tmp_path / 'results'
-    os.makedirs(str(runs / 'gcm'))
-    (runs / 'gcm' / 'metrics.json').write_text(json.dumps(
-        {'accuracy': 0.9043, 'epochs': 180}))
-    done = cli('--runs', str(runs), '--results', str(results), 'table3',
-               '--no-timing')
-    assert done.returncode == 0, done.stderr
-    assert '| gcm | 162K | 162K | - | 1.15 | 90.43 | 180 | 90.43 |' in done.stdout
-    with open(str(results / 'table3.csv')) as f:
-        rows = {r['model']: r for r in csv.DictReader(f)}
-    assert rows['gcm']['accuracy'] == '90.43' and rows['cnn']['accuracy'] == ''
-    assert rows['cnn']['params'] == str(paper.PARAMS['cnn'])
-    assert os.path.exists(str(results / 'table3.md'))
-
-
 def test_ctrl_c_exits_cleanly_and_the_run_resumes(folder, tmp_path):
     import signal
     import time

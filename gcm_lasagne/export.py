@@ -1,0 +1,37 @@
+"""A finished run as a model folder to share: its final weights, recipe,
+log and metrics, with the data set named instead of a folder of the machine
+it was trained on."""
+import json
+import os
+import shutil
+
+from . import checkpoint, report
+
+FILES = ('log.csv', 'metrics.json')
+
+
+def export_run(run, out, data_name=None):
+    """Write RUN's model.npz, config.json, log.csv and metrics.json to the
+    folder `out`, the config's `data` replaced by `data_name` (default: the
+    data folder's name, e.g. 'cifar10-jpeg'). Returns the written paths."""
+    model_path = os.path.join(run, 'model.npz')
+    missing = [f for f in ('model.npz', 'config.json') + FILES
+               if not os.path.isfile(os.path.join(run, f))]
+    if missing:
+        raise checkpoint.CheckpointError(
+            '%s is not a finished run (missing %s)' % (run, ', '.join(missing)))
+    if os.path.exists(os.path.join(out, 'model.npz')):
+        raise checkpoint.CheckpointError('%s already holds a model' % out)
+    meta, values, arrays = checkpoint.read(model_path)
+    config = dict(meta['config'])
+    config['data'] = data_name or report.data_name(config)
+    meta['config'] = config
+    os.makedirs(out, exist_ok=True)
+    written = [os.path.join(out, 'model.npz'), os.path.join(out, 'config.json')]
+    checkpoint.write(written[0], meta, values, **arrays)
+    with open(written[1], 'w') as f:
+        json.dump(config, f, indent=2, sort_keys=True)
+    for name in FILES:
+        written.append(shutil.copy(os.path.join(run, name),
+                                   os.path.join(out, name)))
+    return written

@@ -1,0 +1,148 @@
+"""Issue 10: Table 3 from run folders (several seeds averaged), the training
+curves, `reproduce --seeds`, and exporting a run as a model folder."""
+import csv
+import json
+import os
+import shutil
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from gcm_lasagne import checkpoint, cli, curves, paper, report, train
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SHIPPED = os.path.dirname(cli.SHIPPED_MODEL)
+
+
+def make_run(folder, model, accuracy, seed=1, epochs=4, seconds=10.0,
+             **recipe):
+    """A finished run folder as train.train leaves it, with made-up
+    numbers: config.json, log.csv (accuracy rising to `accuracy`) and
+    metrics.json."""
+    config = train.default_config(model=model, seed=seed, epochs=epochs,
+                                  data='/somewhere/cifar10-jpeg',
+                                  lr_steps=[2, 3], **recipe)
+    os.makedirs(folder)
+    with open(os.path.join(folder, 'config.json'), 'w') as f:
+        json.dump(config, f)
+    rows = [{'epoch': e, 'learning_rate': train.learning_rate(config, e),
+             'train_loss': 2.0 / e, 'train_acc': 0.5,
+             'eval_loss': 1.0, 'eval_acc': accuracy * e / epochs,
+             'seconds': seconds + e} for e in range(1, epochs + 1)]
+    train._write_log(os.path.join(folder, 'log.csv'), rows, 'w')
+    with open(os.path.join(folder, 'metrics.json'), 'w') as f:
+        json.dump({'accuracy': accuracy, 'epochs': epochs}, f)
+
+
+def read_csv(path):
+    with open(path) as f:
+        return {r['model']: r for r in csv.DictReader(f)}
+
+
+def test_table3_one_run_per_model_and_the_curves(tmp_path):
+    runs, results = str(tmp_path / 'runs'), str(tmp_path / 'results')
+    make_run(os.path.join(runs, 'cnn'), 'cnn', 0.9039, seconds=40)
+    make_run(os.path.join(runs, 'gcm'), 'gcm', 0.9043, seconds=50)
+    make_run(os.path.join(runs, 'gcm-clip'), 'gcm-clip', 0.8991)
+    os.makedirs(os.path.join(runs, 'unfinished'))  # no metrics: not a row
+    assert cli.main(['--runs', runs, '--results', results, 'table3',
+                     '--no-timing']) == 0
+    rows = read_csv(os.path.join(results, 'table3.csv'))
+    assert rows['gcm']['accuracy'] == '90.43' and rows['gcm']['runs'] == '1'
+    assert rows['gcm']['accuracy_std'] == ''  # one run: no spread
+    assert rows['cnn']['seconds_per_epoch'] == '42.5'  # median of 41..44
+    assert rows['gcm-clip']['data'] == 'cifar10-jpeg'
+    assert rows['gcm']['params'] == str(paper.PARAMS['gcm'])
+    md = open(os.path.join(results, 'table3.md')).read()
+    assert ('| gcm | 162K | 162K | - | 1.15 | 90.43 | 4 | 52 | cifar10-jpeg '
+            '| 90.43 |') in md
+    png = os.path.join(results, 'curves.png')
+    with Image.open(png) as im:
+        assert im.format == 'PNG'
+        assert im.size == tuple(d * curves.DPI for d in curves.SIZE_INCHES)
+        # not blank: the lines of three models in three colours
+        assert len(im.convert('RGB').getcolors(1 << 20)) > 50
+
+
+def test_table3_averages_the_seeds_of_a_model(tmp_path):
+    runs, results = str(tmp_path / 'runs'), str(tmp_path / 'results')
+    for seed, acc in ((1, 0.90), (2, 0.91), (3, 0.92)):
+        make_run(os.path.join(runs, cli.run_name('gcm', seed)), 'gcm', acc,
+                 seed=seed)
+    make_run(os.path.join(runs, 'cnn'), 'cnn', 0.85)
+    rows = {r['model']: r for r in report.table3(runs, timing=False)}
+    gcm = rows['gcm']
+    assert (gcm['accuracy'], gcm['accuracy_std'], gcm['runs']) == \
+        (91.0, 1.0, 3)
+    assert gcm['seeds'] == '1 2 3'
+    assert rows['cnn']['runs'] == 1 and rows['gcm-clip']['runs'] == 0
+    text = report.write_table3(list(rows.values()), results)
+    assert '91.00 ± 1.00 (n=3)' in text
+
+
+def test_table3_refuses_to_average_different_recipes(tmp_path, capsys):
+    runs = str(tmp_path / 'runs')
+    make_run(os.path.join(runs, 'gcm'), 'gcm', 0.9)
+    make_run(os.path.join(runs, 'gcm-short'), 'gcm', 0.7, train_subset=30)
+    assert cli.main(['--runs', runs, '--results', str(tmp_path / 'r'),
+                     'table3', '--no-timing']) == 1
+    err = capsys.readouterr().err
+    assert err.count('\n') == 1 and 'do not share one recipe' in err
+
+
+def test_reproduce_trains_every_model_for_every_seed_once(tmp_path,
+                                                          monkeypatch):
+    """The orchestration only: training, timing and figures are replaced by
+    stand-ins that record what they were asked to do."""
+    runs = str(tmp_path / 'runs')
+    make_run(os.path.join(runs, 'cnn'), 'cnn', 0.9)  # done already
+    trained = []
+
+    def fake_train(config, out, resume):
+        assert resume  # reproduce always continues what exists
+        trained.append((config['model'], config['seed'], config['epochs'],
+                        os.path.basename(out)))
+        make_run(out, config['model'], 0.8 + config['seed'] / 100.,
+                 seed=config['seed'])
+
+    monkeypatch.setattr(train, 'train', fake_train)
+    monkeypatch.setattr(report, 'seconds_per_batch',
+                        lambda models: {m: 1.0 for m in models})
+    monkeypatch.setattr(cli.visualize, 'run_figures', lambda *a, **k: [])
+    results = str(tmp_path / 'results')
+    assert cli.main(['--runs', runs, '--results', results, 'reproduce',
+                     '--seeds', '2', '--data', '/somewhere/cifar10-jpeg']) == 0
+    assert trained == [('gcm', 1, 180, 'gcm'), ('gcm-clip', 1, 180, 'gcm-clip'),
+                       ('gcm', 2, 180, 'gcm-seed2'),
+                       ('gcm-clip', 2, 180, 'gcm-clip-seed2'),
+                       ('cnn', 2, 180, 'cnn-seed2')]
+    rows = read_csv(os.path.join(results, 'table3.csv'))
+    assert rows['gcm']['runs'] == '2' and rows['gcm']['seeds'] == '1 2'
+    assert rows['gcm']['time_ratio'] == '1.0'
+    assert os.path.exists(os.path.join(results, 'curves.png'))
+
+
+def test_export_names_the_data_set_and_keeps_the_weights(tmp_path):
+    run = str(tmp_path / 'run')
+    shutil.copytree(SHIPPED, run)
+    meta = json.load(open(os.path.join(run, 'config.json')))
+    meta['data'] = '/a/folder/of/some/machine/cifar10-jpeg'
+    with open(os.path.join(run, 'config.json'), 'w') as f:
+        json.dump(meta, f)
+    out = str(tmp_path / 'shared')
+    assert cli.main(['export', run, out]) == 0
+    config = json.load(open(os.path.join(out, 'config.json')))
+    assert config['data'] == 'cifar10-jpeg'
+    new_meta, new_values, _ = checkpoint.read(os.path.join(out, 'model.npz'))
+    old_meta, old_values, _ = checkpoint.read(os.path.join(run, 'model.npz'))
+    assert new_meta['config'] == config
+    assert new_meta['config']['seed'] == old_meta['config']['seed']
+    assert all(np.array_equal(a, b) for a, b in zip(new_values, old_values))
+    assert len(new_values) == len(old_values)
+    for name in ('log.csv', 'metrics.json'):
+        assert open(os.path.join(out, name)).read() == \
+            open(os.path.join(run, name)).read()
+    # a second export into the same folder would overwrite a model: refused
+    assert cli.main(['export', run, out, '--data-name', 'x']) == 1
+    assert cli.main(['export', str(tmp_path), str(tmp_path / 'o')]) == 1
