@@ -44,7 +44,8 @@ def add_recipe_options(p):
     g.add_argument('--learning-rate', type=float, default=t2['learning_rate'])
     g.add_argument('--lr-steps', type=positive_int, nargs='*',
                    default=list(t2['lr_steps']), metavar='EPOCH',
-                   help='divide the rate by --lr-factor after these epochs '
+                   help='multiply the rate by --lr-factor after these '
+                        'epochs; none after --epochs '
                         '(default: %(default)s)')
     g.add_argument('--lr-factor', type=float, default=t2['lr_factor'])
     g.add_argument('--momentum', type=float, default=t2['momentum'])
@@ -233,13 +234,25 @@ def cmd_reproduce(args):
                 continue
             print('== %s, seed %d -> %s' % (model, seed, out))
             train.train(recipe(args, model=model, seed=seed), out,
-                        resume=True)
+                        resume=os.path.exists(os.path.join(
+                            out, 'checkpoint.npz')))
     write_table3(args.runs, args.results, timing=True)
     for model in ('gcm', 'gcm-clip'):
         for path in visualize.run_figures(
                 os.path.join(args.runs, model, 'model.npz'),
                 os.path.join(args.results, model)):
             print('wrote', path)
+
+
+def check_folders(args):
+    """Folders to write into must not be files: one line now, not a
+    traceback after the work."""
+    writes_results = args.command in (None, 'reproduce', 'table3')
+    for key in ('out', 'results') if writes_results else ('out',):
+        path = getattr(args, key, None)
+        if path and os.path.exists(path) and not os.path.isdir(path):
+            raise train.TrainingError('%s is a file, not a folder to write '
+                                      'into' % path)
 
 
 def main(argv=None):
@@ -253,11 +266,16 @@ def main(argv=None):
                 'figures': cmd_figures, 'explain': cmd_explain,
                 'demo': cmd_demo, 'export': cmd_export}
     try:
+        check_folders(args)
         return commands[args.command or 'reproduce'](args) or 0
     except (data.DataError, checkpoint.CheckpointError,
             train.TrainingError, visualize.ExplainError,
             report.ReportError) as e:
         sys.stderr.write('error: %s\n' % e)
+        return 1
+    except OSError as e:  # a folder or file the system refuses, a full disk
+        sys.stderr.write('error: %s%s\n' % (
+            e.strerror or e, ': %s' % e.filename if e.filename else ''))
         return 1
     except KeyboardInterrupt:
         sys.stderr.write('\ninterrupted: the checkpoint of the last finished '

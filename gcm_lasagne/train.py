@@ -6,8 +6,10 @@ averages, momentum buffers, epoch, RNG state), model.npz (the final
 weights, small enough to share) and metrics.json (the final evaluation).
 """
 import csv
+import glob
 import json
 import math
+import numbers
 import os
 import sys
 import time
@@ -42,6 +44,57 @@ def default_config(**overrides):
     return config
 
 
+# (option, test, what it must be); NaN fails every comparison
+LIMITS = (
+    ('epochs', lambda v: v >= 1, 'a positive integer'),
+    ('batch_size', lambda v: v >= 1, 'a positive integer'),
+    ('learning_rate', lambda v: 0 < v < math.inf, 'a positive finite number'),
+    ('lr_factor', lambda v: 0 < v <= 1,
+     'in (0, 1]: the rate is multiplied by it at each step'),
+    ('momentum', lambda v: 0 <= v < 1, 'in [0, 1)'),
+    ('weight_decay', lambda v: 0 <= v < math.inf, 'a finite number >= 0'),
+    ('pad', lambda v: v >= 0, 'a number of pixels >= 0'),
+    ('validation', lambda v: v >= 0, 'a number of images >= 0'),
+    ('train_subset', lambda v: v >= 0, 'a number of images >= 0 (0: all)'),
+    ('seed', lambda v: 0 <= v < 2 ** 32, 'in 0..2**32-1 (a numpy seed)'),
+)
+
+
+def option(key):
+    return '--' + key.replace('_', '-')
+
+
+def check_config(config):
+    """Refuse, before anything is loaded, a recipe that cannot train."""
+    for key, ok, what in LIMITS:
+        value = config[key]
+        if not isinstance(value, numbers.Real) or not ok(value):
+            raise TrainingError('%s %s: must be %s' % (option(key), value,
+                                                       what))
+    # Table 2's steps stay the recipe of a shorter run (a constant rate);
+    # steps given for it must fall inside it (a step at its last epoch
+    # counts when the run is resumed for more epochs)
+    if list(config['lr_steps']) != list(paper.TABLE2['lr_steps']):
+        for step in config['lr_steps']:
+            if not 1 <= step <= config['epochs']:
+                raise TrainingError(
+                    '--lr-steps %s: the rate would change after epoch %s, '
+                    'but the run ends with epoch %d (--epochs)'
+                    % (' '.join(map(str, config['lr_steps'])), step,
+                       config['epochs']))
+
+
+def check_data(config, X, classes):
+    """What the options ask of the training images, once they are loaded."""
+    if len(classes) < 2:
+        raise TrainingError('the training data has %d class (%s); a '
+                            'classifier needs at least 2'
+                            % (len(classes), ', '.join(classes)))
+    if config['batch_size'] > len(X):
+        raise TrainingError('--batch-size %d is larger than the %d training '
+                            'images' % (config['batch_size'], len(X)))
+
+
 def learning_rate(config, epoch):
     """Epochs count from 1; the rate is divided after each epoch in
     lr_steps (Table 2: epochs 1-100 at 0.1, 101-150 at 0.01, then 0.001)."""
@@ -59,11 +112,19 @@ def load_data(config):
         d = data.load_image_folder(config['data'],
                                    size=tuple(size) if size else None)
     X, y = d['X_train'], d['y_train']
+    if config['validation'] >= len(y):
+        raise TrainingError('--validation %d: must be fewer than the %d '
+                            'training images' % (config['validation'], len(y)))
     if config['validation']:
         (X, y), (X_eval, y_eval) = data.split_validation(
             X, y, config['validation'], config['seed'])
     else:
         X_eval, y_eval = d['X_test'], d['y_test']
+    if config['train_subset'] > len(y):
+        raise TrainingError('--train-subset %d: there are only %d training '
+                            'images%s' % (config['train_subset'], len(y),
+                                          ' besides --validation'
+                                          if config['validation'] else ''))
     if config['train_subset']:
         X, y = data.subset(X, y, config['train_subset'], config['seed'])
     return X, y, X_eval, y_eval, list(d['classes'])
@@ -72,12 +133,20 @@ def load_data(config):
 def load_test_data(meta, override=None):
     """The test images of the data a saved model was trained on (or of the
     data `override` names), checked against the model's classes."""
-    config = dict(meta['config'], **(override or {}))
+    if not isinstance(meta.get('config'), dict) and not override:
+        raise data.DataError('the model file does not say what data it was '
+                             'trained on; give --data')
+    config = dict(default_config(), **dict(meta.get('config') or {},
+                                           **(override or {})))
     config.update(validation=0, train_subset=0)
     _, _, X, y, classes = load_data(config)
     if classes != list(meta['classes']):
         raise data.DataError("the data's classes %s are not the model's %s"
                              % (classes, meta['classes']))
+    if X.shape[1:] != tuple(meta['input_shape']):
+        raise data.DataError('the test images are %s (channels, rows, cols), '
+                             'the model takes %s; give --image-size'
+                             % (X.shape[1:], tuple(meta['input_shape'])))
     return X, y
 
 
@@ -178,41 +247,109 @@ def _write_log(path, rows, mode):
         writer.writerows(rows)
 
 
+def _saved_config(meta, epochs, path):
+    if not isinstance(meta.get('config'), dict):
+        raise checkpoint.CheckpointError('%s holds no training config' % path)
+    config = dict(default_config(), **meta['config'])
+    config['epochs'] = epochs
+    check_config(config)
+    return config
+
+
+def _saved_state(path, saved, net):
+    """Set a checkpoint's parameters on the network and check the rest of
+    its training state, before anything is compiled; returns (epoch,
+    momentum buffers, RNG state)."""
+    _, values, arrays = saved
+    checkpoint.set_values(net, values, path)
+    try:
+        buffers = []
+        for i, p in enumerate(lasagne.layers.get_all_params(net['prob'],
+                                                            trainable=True)):
+            name = 'velocity_%d' % i  # compile_train's buffers, in this order
+            buffers.append(checkpoint.checked_float(path, name, arrays[name]))
+            if buffers[-1].shape != p.get_value(borrow=True).shape:
+                raise ValueError('%s has shape %s, expected %s' % (
+                    name, buffers[-1].shape, p.get_value(borrow=True).shape))
+        _set_rng_state(np.random.RandomState(), arrays)
+        epoch = int(arrays['epoch'])
+    except KeyError as e:
+        raise checkpoint.CheckpointError('%s is not a training checkpoint '
+                                         '(it lacks %s)' % (path, e))
+    except (IndexError, TypeError, ValueError) as e:
+        raise checkpoint.CheckpointError('%s holds a broken training state '
+                                         '(%s)' % (path, e))
+    if epoch < 1:
+        raise checkpoint.CheckpointError('%s: epoch %d' % (path, epoch))
+    return epoch, buffers, arrays
+
+
+def _stop(what, epoch, lr):
+    raise TrainingError('%s in epoch %d (learning rate %g); stopped, %s'
+                        % (what, epoch, lr.get_value(),
+                           'the checkpoint of epoch %d is kept' % (epoch - 1)
+                           if epoch > 1 else 'no checkpoint was written'))
+
+
 def train(config, out_dir, resume=False, echo=_echo):
-    """Train config['model'] into out_dir; returns the final metrics."""
-    os.makedirs(out_dir, exist_ok=True)
+    """Train config['model'] into out_dir; returns the final metrics.
+    resume=True continues the run in out_dir and refuses if there is none
+    (a mistyped folder must not start a new run unnoticed)."""
+    check_config(config)
     ckpt_path = os.path.join(out_dir, 'checkpoint.npz')
     log_path = os.path.join(out_dir, 'log.csv')
-    if resume and os.path.exists(ckpt_path):
-        saved, _, _ = checkpoint.read(ckpt_path)
+    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
+        raise TrainingError('%s is a file, not a run folder' % out_dir)
+    if resume:
+        if not os.path.exists(ckpt_path):
+            raise TrainingError('nothing to resume: %s holds no checkpoint '
+                                '(no finished epoch); leave out --resume to '
+                                'start a run there' % out_dir)
+        saved = checkpoint.read(ckpt_path)
         # the recipe of a run is fixed; only its length may grow
-        config = dict(saved['config'], epochs=config['epochs'])
+        config = _saved_config(saved[0], config['epochs'], ckpt_path)
     elif os.path.exists(ckpt_path):
         raise TrainingError('%s already holds a run; use --resume to continue '
                             'it or choose another --out' % out_dir)
 
     X, y, X_eval, y_eval, classes = load_data(config)
+    check_data(config, X, classes)
+    if resume and classes != saved[0]['classes']:
+        raise TrainingError('the data\'s classes %s are not those of the run '
+                            'in %s (%s)' % (classes, out_dir,
+                                            saved[0]['classes']))
     input_shape = X.shape[1:]
     lasagne.random.set_rng(np.random.RandomState(config['seed']))
-    net = build_model(config['model'], len(classes), input_shape,
-                      input_var=T.tensor4('x'))
+    try:
+        net = build_model(config['model'], len(classes), input_shape,
+                          input_var=T.tensor4('x'))
+    except ValueError as e:  # an image size the network cannot take
+        raise TrainingError('%s; resize the images with --image-size' % e)
     if 'centre' in net:
         net['centre'].pixel_mean.set_value(data.pixel_mean(X))
+    if resume:
+        start, buffers, state = _saved_state(ckpt_path, saved, net)
+    try:
+        os.makedirs(out_dir, exist_ok=True)
+    except OSError as e:
+        raise TrainingError('cannot create the run folder %s (%s)'
+                            % (out_dir, e.strerror))
+    # temporary files of a checkpoint write that was killed
+    for tmp in glob.glob(os.path.join(glob.escape(out_dir), '*.tmp.npz')):
+        os.remove(tmp)
     train_fn, lr, velocities = compile_train(net, config)
     eval_fn = compile_eval(net)
     rng = np.random.RandomState([config['seed'], 1])  # shuffling, augmenting
     meta = {'model': config['model'], 'classes': classes,
             'input_shape': list(input_shape), 'config': config}
-    start = 0
-    if resume and os.path.exists(ckpt_path):
-        _, values, arrays = checkpoint.read(ckpt_path)
-        lasagne.layers.set_all_param_values(net['prob'], values)
-        for i, v in enumerate(velocities):
-            v.set_value(arrays['velocity_%d' % i])
-        _set_rng_state(rng, arrays)
-        start = int(arrays['epoch'])
-        _trim_log(log_path, start)
+    if resume:
+        for v, value in zip(velocities, buffers):
+            v.set_value(value)
+        _set_rng_state(rng, state)
         echo('resuming %s after epoch %d' % (out_dir, start))
+    else:
+        start = 0
+    _trim_log(log_path, start)  # rows of epochs that have no checkpoint
     with open(os.path.join(out_dir, 'config.json'), 'w') as f:
         json.dump(config, f, indent=2, sort_keys=True)
 
@@ -220,6 +357,7 @@ def train(config, out_dir, resume=False, echo=_echo):
                                        config['flip']))
     eval_name = 'val' if config['validation'] else 'test'
     batches = int(math.ceil(len(y) / float(config['batch_size'])))
+    watched = lasagne.layers.get_all_params(net['prob']) + velocities
     for epoch in range(start + 1, config['epochs'] + 1):
         t0 = time.time()
         lr.set_value(np.asarray(learning_rate(config, epoch), floatX))
@@ -229,15 +367,15 @@ def train(config, out_dir, resume=False, echo=_echo):
                 augment_fn=augment)):
             loss, right = train_fn(data.to_float(Xb), yb)
             if not np.isfinite(loss):
-                raise TrainingError(
-                    'the loss became %s in epoch %d (learning rate %g); '
-                    'stopped, %s' % (loss, epoch, lr.get_value(),
-                                     'the checkpoint of epoch %d is kept'
-                                     % (epoch - 1) if epoch > 1 else
-                                     'no checkpoint was written'))
+                _stop('the training loss became %s' % loss, epoch, lr)
+            for p in watched:  # the loss is computed before the update
+                if not np.isfinite(p.get_value(borrow=True)).all():
+                    _stop('%s became NaN or infinite' % p, epoch, lr)
             total, correct, seen = total + loss, correct + right, seen + len(yb)
             _progress(epoch, i + 1, batches, total / seen, correct / seen)
         eval_loss, pred = evaluate(eval_fn, X_eval, y_eval)
+        if not np.isfinite(eval_loss):
+            _stop('the %s loss became %s' % (eval_name, eval_loss), epoch, lr)
         eval_acc = float(np.mean(pred == y_eval))
         row = {'epoch': epoch,
                'learning_rate': float('%.6g' % learning_rate(config, epoch)),

@@ -100,7 +100,8 @@ def test_reproduce_trains_every_model_for_every_seed_once(tmp_path,
     trained = []
 
     def fake_train(config, out, resume):
-        assert resume  # reproduce always continues what exists
+        # reproduce continues what exists and starts what does not
+        assert resume == os.path.exists(os.path.join(out, 'checkpoint.npz'))
         trained.append((config['model'], config['seed'], config['epochs'],
                         os.path.basename(out)))
         make_run(out, config['model'], 0.8 + config['seed'] / 100.,
