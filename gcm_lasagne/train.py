@@ -357,7 +357,9 @@ def train(config, out_dir, resume=False, echo=_echo):
                                        config['flip']))
     eval_name = 'val' if config['validation'] else 'test'
     batches = int(math.ceil(len(y) / float(config['batch_size'])))
-    watched = lasagne.layers.get_all_params(net['prob']) + velocities
+    # a NaN or inf momentum buffer reaches its parameter in the same update;
+    # checking the parameters costs about 0.6 ms a step (GCM, 72 arrays)
+    watched = lasagne.layers.get_all_params(net['prob'])
     for epoch in range(start + 1, config['epochs'] + 1):
         t0 = time.time()
         lr.set_value(np.asarray(learning_rate(config, epoch), floatX))

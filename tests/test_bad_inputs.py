@@ -369,3 +369,15 @@ def test_in_a_process_of_its_own_too(name, shared, tmp_path):
                           timeout=300)
     _check(done.returncode, done.stderr, _changed(before, _tree(folder)),
            folder, words)
+
+
+def test_a_refusal_of_the_system_is_one_line_too(monkeypatch, capfd):
+    """An unreadable folder, a full disk: as root (CI) a folder cannot be
+    made unreadable, so the system's refusal is simulated."""
+    def refused(config):
+        raise PermissionError(13, 'Permission denied', 'data/train/a')
+    monkeypatch.setattr(train, 'load_data', refused)
+    from gcm_lasagne import cli
+    assert cli.main(['train', '--data', 'data', '--out', 'nowhere']) == 1
+    assert capfd.readouterr().err == \
+        'error: Permission denied: data/train/a\n'
