@@ -60,17 +60,13 @@ LIMITS = (
 )
 
 
-def option(key):
-    return '--' + key.replace('_', '-')
-
-
 def check_config(config):
     """Refuse, before anything is loaded, a recipe that cannot train."""
     for key, ok, what in LIMITS:
         value = config[key]
         if not isinstance(value, numbers.Real) or not ok(value):
-            raise TrainingError('%s %s: must be %s' % (option(key), value,
-                                                       what))
+            raise TrainingError('--%s %s: must be %s'
+                                % (key.replace('_', '-'), value, what))
     # Table 2's steps stay the recipe of a shorter run (a constant rate);
     # steps given for it must fall inside it (a step at its last epoch
     # counts when the run is resumed for more epochs)
@@ -133,12 +129,14 @@ def load_data(config):
 def load_test_data(meta, override=None):
     """The test images of the data a saved model was trained on (or of the
     data `override` names), checked against the model's classes."""
-    if not isinstance(meta.get('config'), dict) and not override:
-        raise data.DataError('the model file does not say what data it was '
-                             'trained on; give --data')
-    config = dict(default_config(), **dict(meta.get('config') or {},
-                                           **(override or {})))
-    config.update(validation=0, train_subset=0)
+    saved = meta.get('config')
+    if not isinstance(saved, dict):
+        if not override:
+            raise data.DataError('the model file does not say what data it '
+                                 'was trained on; give --data')
+        saved = {}
+    config = dict(default_config(), **saved)  # keys an older file lacks
+    config.update(override or {}, validation=0, train_subset=0)
     _, _, X, y, classes = load_data(config)
     if classes != list(meta['classes']):
         raise data.DataError("the data's classes %s are not the model's %s"

@@ -82,6 +82,18 @@ def model(meta=None, **arrays):
     return build
 
 
+def finished_run(**arrays):
+    """r/: a finished run folder whose model.npz is model(**arrays)."""
+    def build(d):
+        os.makedirs(os.path.join(d, 'r'))
+        model(**arrays)(os.path.join(d, 'r'))
+        os.rename(os.path.join(d, 'r', 'm.npz'),
+                  os.path.join(d, 'r', 'model.npz'))
+        for name in ('config.json', 'log.csv', 'metrics.json'):
+            _write(os.path.join(d, 'r', name), b'{}')
+    return build
+
+
 def truncated_model(d):
     model()(d)
     path = os.path.join(d, 'm.npz')
@@ -253,6 +265,9 @@ CASES = [
     ('folder: explain --out a file', both(model(), raw('run', b'')), 'explain m.npz x.png --out run', 'is a file'),
     ('folder: demo --out a file', raw('run', b''), 'demo --out run', 'is a file'),
     ('folder: --results a file', raw('res', b''), '--results res table3 --no-timing', 'is a file'),
+    ('folder: export into a file', both(finished_run(), raw('run', b'')), 'export r run', 'is a file'),
+    ('export: not a run', nothing, 'export r run', 'not a finished run'),
+    ('export: NaN model', finished_run(arr_9=np.full(16, np.nan, np.float32)), 'export r run', 'arr_9 holds NaN'),
     ('resume: nothing there', nothing, 'train --resume ' + G, 'nothing to resume'),
     ('resume: empty folder', lambda d: os.mkdir(os.path.join(d, 'run')), 'train --resume ' + G, 'nothing to resume'),
     ('resume: run exists', both(lambda d: os.mkdir(os.path.join(d, 'run')), raw('run/checkpoint.npz', b'')), 'train ' + G, 'already holds a run'),
