@@ -1,10 +1,15 @@
 """Issue 12: every bad model file, image folder, image and option set ends
-in one line on stderr and a non-zero exit, through the real command line
-(one child process a case), and writes nothing outside its run folder.
+in one line on stderr and a non-zero exit, and writes nothing outside its
+run folder (run/ in the case's folder).
 
 A case is one line of CASES: a name, what to put in the case's folder, the
 arguments (from that folder; {good} is a valid tiny image folder, {model}
-a valid model file of it) and a word the error line must hold."""
+a valid model file of it) and words the error line must hold. Every case
+runs through the command line's main() in one child process
+(tests/cli_many.py: per case its own folder, stdout/stderr file
+descriptors and warnings; importing Theano a process costs about a second);
+OWN_PROCESS, one case of each kind, also runs as run_cifar10.py in a
+process of its own."""
 import json
 import os
 import pickle
@@ -17,7 +22,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from gcm_lasagne import checkpoint, train
+from gcm_lasagne import train
 from gcm_lasagne.models import build_model
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
