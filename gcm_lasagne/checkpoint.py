@@ -33,7 +33,7 @@ from .models import MODELS, build_model
 floatX = theano.config.floatX
 # what a training checkpoint holds besides the parameters (train.py)
 TRAINING_STATE = re.compile(r'(velocity_\d+|epoch|rng_keys|rng_pos|rng_gauss)$')
-PARAMETER = re.compile(r'arr_(\d+)$')
+PARAMETER = re.compile(r'arr_(0|[1-9]\d*)$')  # not arr_00, a second arr_0
 
 
 class CheckpointError(Exception):

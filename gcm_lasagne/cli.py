@@ -277,6 +277,9 @@ def main(argv=None):
         sys.stderr.write('error: %s%s\n' % (
             e.strerror or e, ': %s' % e.filename if e.filename else ''))
         return 1
+    except MemoryError:
+        sys.stderr.write('error: out of memory\n')
+        return 1
     except KeyboardInterrupt:
         sys.stderr.write('\ninterrupted: the checkpoint of the last finished '
                          'epoch is kept; continue with --resume\n')

@@ -18,6 +18,7 @@ import numpy as np
 import lasagne
 import theano
 import theano.tensor as T
+from PIL import Image
 
 from . import checkpoint, data, paper
 from .models import build_model
@@ -89,6 +90,9 @@ def check_data(config, X, classes):
     if config['batch_size'] > len(X):
         raise TrainingError('--batch-size %d is larger than the %d training '
                             'images' % (config['batch_size'], len(X)))
+    if config['pad'] >= min(X.shape[2:]):
+        raise TrainingError('--pad %d: must be smaller than the images (%dx%d)'
+                            % ((config['pad'],) + X.shape[2:]))
 
 
 def learning_rate(config, epoch):
@@ -101,10 +105,17 @@ def learning_rate(config, epoch):
 def load_data(config):
     """Train and evaluation arrays as the config asks: the test set, or
     with `validation` > 0 a held-out part of the training set instead."""
+    size = config['image_size']
+    if size is not None and (size[0] % 4 or size[1] % 4 or
+                             size[0] * size[1] > Image.MAX_IMAGE_PIXELS):
+        # the network halves the size twice; a size Pillow would refuse to
+        # open is one no memory holds a data set of
+        raise TrainingError('--image-size %d %d: rows and columns must be '
+                            'multiples of 4, at most %d pixels in all'
+                            % (tuple(size) + (Image.MAX_IMAGE_PIXELS,)))
     if config['data'] == 'cifar10':
         d = data.load_cifar10(config['data_dir'], download=config['download'])
     else:
-        size = config['image_size']
         d = data.load_image_folder(config['data'],
                                    size=tuple(size) if size else None)
     X, y = d['X_train'], d['y_train']
@@ -231,15 +242,17 @@ def _trim_log(path, last_epoch):
     then interrupted), so a resumed run's log has each epoch once."""
     if not os.path.exists(path):
         return
-    with open(path) as f:
-        rows = [r for r in csv.DictReader(f) if int(r['epoch']) <= last_epoch]
+    with open(path) as f:  # rows edited into something else are dropped
+        rows = [r for r in csv.DictReader(f)
+                if (r.get('epoch') or '').isdigit()
+                and int(r['epoch']) <= last_epoch]
     _write_log(path, rows, 'w')
 
 
 def _write_log(path, rows, mode):
     new = mode == 'w' or not os.path.exists(path)
     with open(path, mode, newline='') as f:
-        writer = csv.DictWriter(f, LOG_FIELDS)
+        writer = csv.DictWriter(f, LOG_FIELDS, extrasaction='ignore')
         if new:
             writer.writeheader()
         writer.writerows(rows)

@@ -10,12 +10,14 @@ runs through the command line's main() in one child process
 descriptors and warnings; importing Theano a process costs about a second);
 OWN_PROCESS, one case of each kind, also runs as run_cifar10.py in a
 process of its own."""
+import io
 import json
 import os
 import pickle
 import shlex
 import subprocess
 import sys
+import zipfile
 
 import lasagne
 import numpy as np
@@ -85,6 +87,19 @@ def model(meta=None, **arrays):
             del named['meta']
         np.savez(os.path.join(d, 'm.npz'), **named)
     return build
+
+
+def huge_declared_array(d):
+    """m.npz whose arr_0 declares 10**11 float32 values (373 GiB) and
+    holds 16 bytes."""
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(
+        header, {'descr': '<f4', 'fortran_order': False, 'shape': (10 ** 11,)})
+    meta = io.BytesIO()
+    np.save(meta, np.array(json.dumps(_valid_model()[1])))
+    with zipfile.ZipFile(os.path.join(d, 'm.npz'), 'w') as z:
+        z.writestr('arr_0.npy', header.getvalue() + b'\0' * 16)
+        z.writestr('meta.npy', meta.getvalue())
 
 
 def finished_run(**arrays):
@@ -202,6 +217,8 @@ CASES = [
     ('model: first array missing', model(arr_0=None), 'evaluate m.npz', 'lacks parameter array arr_0'),
     ('model: last array missing', model(arr_71=None), 'evaluate m.npz', 'lacks arr_71 (conv15.b)'),
     ('model: extra array', model(arr_72=np.zeros(3, np.float32)), 'evaluate m.npz', 'arr_72 and after are extra'),
+    ('model: arr_00 beside arr_0', model(arr_00=np.zeros(3, np.float32)), 'evaluate m.npz', "'arr_00'"),
+    ('model: 373 GiB declared', huge_declared_array, 'evaluate m.npz', 'not a gcm-lasagne model file'),
     ('model: foreign array', model(notes=np.zeros(3)), 'evaluate m.npz', "'notes'"),
     ('model: wrong shape', model(arr_0=np.zeros((16, 3, 5, 5), np.float32)), 'evaluate m.npz', 'arr_0 (conv1.W) has shape (16, 3, 5, 5)'),
     ('model: integer weights', model(arr_0=lambda v: v.astype(np.int32)), 'evaluate m.npz', 'arr_0 is int32'),
@@ -254,11 +271,14 @@ CASES = [
     ('option: validation negative', nothing, 'train --validation=-5 ' + N, '--validation'),
     ('option: subset negative', nothing, 'train --train-subset=-1 ' + N, '--train-subset'),
     ('option: image size 0', nothing, 'train --image-size 0 8 ' + N, 'positive integer'),
+    ('option: image size not /4', nothing, 'train --image-size 10 12 ' + N, '--image-size 10 12'),
+    ('option: image size huge', nothing, 'train --image-size 100000 100000 ' + N, 'at most'),
     ('option: top 0', model(), 'explain m.npz x.png --top 0', 'positive integer'),
     ('option: unknown model', nothing, 'train --model vgg ' + N, 'invalid choice'),
     ('option: unknown command', nothing, 'fit', 'invalid choice'),
     # options against the data, before anything compiles
     ('option: batch larger than data', nothing, 'train ' + G.replace('--batch-size 4', '--batch-size 13'), '--batch-size 13'),
+    ('option: pad as large as images', nothing, 'train --pad 8 ' + G, '--pad 8: must be smaller than the images (8x8)'),
     ('option: validation = data', nothing, 'train --validation 12 ' + G, '--validation 12: must be fewer than the 12'),
     ('option: validation > data', nothing, 'train --validation 100 ' + G, '--validation 100'),
     ('option: subset > data', nothing, 'train --train-subset 13 ' + G, '--train-subset 13'),

@@ -184,3 +184,16 @@ def test_float64_model_files_load_as_float32(tmp_path):
     assert all(g.dtype == np.float32 for g in got)
     for g, v in zip(got, values):
         np.testing.assert_array_equal(g, v.astype(np.float32))
+
+
+def test_resume_drops_log_rows_it_cannot_read(tmp_path):
+    """A log.csv edited by hand (a junk row, an extra column) does not stop
+    a resume: rows after the checkpoint and unreadable ones are dropped."""
+    path = str(tmp_path / 'log.csv')
+    with open(path, 'w') as f:
+        f.write('epoch,train_loss,note\n1,0.5,good\nbest,0.1,\n2,0.4,\n')
+    train._trim_log(path, 1)
+    with open(path) as f:
+        rows = list(csv.DictReader(f))
+    assert [(r['epoch'], r['train_loss']) for r in rows] == [('1', '0.5')]
+    assert list(rows[0]) == train.LOG_FIELDS
