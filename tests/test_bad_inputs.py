@@ -3,13 +3,12 @@ in one line on stderr and a non-zero exit, and writes nothing outside its
 run folder (run/ in the case's folder).
 
 A case is one line of CASES: a name, what to put in the case's folder, the
-arguments (from that folder; {good} is a valid tiny image folder, {model}
-a valid model file of it) and words the error line must hold. Every case
-runs through the command line's main() in one child process
-(tests/cli_many.py: per case its own folder, stdout/stderr file
-descriptors and warnings; importing Theano a process costs about a second);
-OWN_PROCESS, one case of each kind, also runs as run_cifar10.py in a
-process of its own."""
+arguments (from that folder; {good} is a valid tiny image folder) and
+words the error line must hold. Every case runs through the command
+line's main() in one child process (tests/cli_many.py: per case its own
+folder, stdout/stderr file descriptors and warnings; importing Theano costs
+about a second a process); OWN_PROCESS, one case of each kind, also runs as
+run_cifar10.py in a process of its own."""
 import io
 import json
 import os
@@ -333,14 +332,8 @@ def _setup(folder, build, args, shared):
 @pytest.fixture(scope='module')
 def shared(tmp_path_factory):
     root = str(tmp_path_factory.mktemp('shared'))
-    good = os.path.join(root, 'good')
-    image_folder(good)
-    arrays, meta = _valid_model()
-    meta['config']['data'] = good
-    np.savez(os.path.join(root, 'model.npz'), meta=np.array(json.dumps(meta)),
-             **arrays)
-    return {'good': good, 'model': os.path.join(root, 'model.npz'),
-            'root': root}
+    image_folder(os.path.join(root, 'good'))
+    return {'good': os.path.join(root, 'good'), 'root': root}
 
 
 @pytest.fixture(scope='module')
