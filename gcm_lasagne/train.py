@@ -17,7 +17,8 @@ import lasagne
 import theano
 import theano.tensor as T
 
-from . import checkpoint, data, paper
+from . import batches, checkpoint, cifar10, images, paper
+from .errors import DataError
 from .models import build_model
 
 floatX = theano.config.floatX
@@ -53,19 +54,20 @@ def load_data(config):
     """Train and evaluation arrays as the config asks: the test set, or
     with `validation` > 0 a held-out part of the training set instead."""
     if config['data'] == 'cifar10':
-        d = data.load_cifar10(config['data_dir'], download=config['download'])
+        d = cifar10.load_cifar10(config['data_dir'],
+                                 download=config['download'])
     else:
         size = config['image_size']
-        d = data.load_image_folder(config['data'],
+        d = images.load_image_folder(config['data'],
                                    size=tuple(size) if size else None)
     X, y = d['X_train'], d['y_train']
     if config['validation']:
-        (X, y), (X_eval, y_eval) = data.split_validation(
+        (X, y), (X_eval, y_eval) = batches.split_validation(
             X, y, config['validation'], config['seed'])
     else:
         X_eval, y_eval = d['X_test'], d['y_test']
     if config['train_subset']:
-        X, y = data.subset(X, y, config['train_subset'], config['seed'])
+        X, y = batches.subset(X, y, config['train_subset'], config['seed'])
     return X, y, X_eval, y_eval, list(d['classes'])
 
 
@@ -76,7 +78,7 @@ def load_test_data(meta, override=None):
     config.update(validation=0, train_subset=0)
     _, _, X, y, classes = load_data(config)
     if classes != list(meta['classes']):
-        raise data.DataError("the data's classes %s are not the model's %s"
+        raise DataError("the data's classes %s are not the model's %s"
                              % (classes, meta['classes']))
     return X, y
 
@@ -119,8 +121,8 @@ def compile_train(net, config, profile=False):
 def evaluate(eval_fn, X, y, batch_size=256):
     """Mean loss and the predicted classes over uint8 images X."""
     total, predictions = 0.0, []
-    for Xb, yb in data.iterate_minibatches(X, y, batch_size):
-        loss, pred = eval_fn(data.to_float(Xb), yb)
+    for Xb, yb in batches.iterate_minibatches(X, y, batch_size):
+        loss, pred = eval_fn(batches.to_float(Xb), yb)
         total += float(np.sum(loss))
         predictions.append(pred)
     return total / len(y), np.concatenate(predictions)
@@ -197,7 +199,7 @@ def train(config, out_dir, resume=False, echo=_echo):
     net = build_model(config['model'], len(classes), input_shape,
                       input_var=T.tensor4('x'))
     if 'centre' in net:
-        net['centre'].pixel_mean.set_value(data.pixel_mean(X))
+        net['centre'].pixel_mean.set_value(batches.pixel_mean(X))
     train_fn, lr, velocities = compile_train(net, config)
     eval_fn = compile_eval(net)
     rng = np.random.RandomState([config['seed'], 1])  # shuffling, augmenting
@@ -216,18 +218,18 @@ def train(config, out_dir, resume=False, echo=_echo):
     with open(os.path.join(out_dir, 'config.json'), 'w') as f:
         json.dump(config, f, indent=2, sort_keys=True)
 
-    augment = (lambda Xb: data.augment(Xb, rng, config['pad'],
+    augment = (lambda Xb: batches.augment(Xb, rng, config['pad'],
                                        config['flip']))
     eval_name = 'val' if config['validation'] else 'test'
-    batches = int(math.ceil(len(y) / float(config['batch_size'])))
+    n_batches = int(math.ceil(len(y) / float(config['batch_size'])))
     for epoch in range(start + 1, config['epochs'] + 1):
         t0 = time.time()
         lr.set_value(np.asarray(learning_rate(config, epoch), floatX))
         total, correct, seen = 0.0, 0, 0
-        for i, (Xb, yb) in enumerate(data.iterate_minibatches(
+        for i, (Xb, yb) in enumerate(batches.iterate_minibatches(
                 X, y, config['batch_size'], shuffle=True, rng=rng,
                 augment_fn=augment)):
-            loss, right = train_fn(data.to_float(Xb), yb)
+            loss, right = train_fn(batches.to_float(Xb), yb)
             if not np.isfinite(loss):
                 raise TrainingError(
                     'the loss became %s in epoch %d (learning rate %g); '
@@ -236,7 +238,7 @@ def train(config, out_dir, resume=False, echo=_echo):
                                      % (epoch - 1) if epoch > 1 else
                                      'no checkpoint was written'))
             total, correct, seen = total + loss, correct + right, seen + len(yb)
-            _progress(epoch, i + 1, batches, total / seen, correct / seen)
+            _progress(epoch, i + 1, n_batches, total / seen, correct / seen)
         eval_loss, pred = evaluate(eval_fn, X_eval, y_eval)
         eval_acc = float(np.mean(pred == y_eval))
         row = {'epoch': epoch,
