@@ -59,7 +59,7 @@ def load_data(config):
     else:
         size = config['image_size']
         d = images.load_image_folder(config['data'],
-                                   size=tuple(size) if size else None)
+                                     size=tuple(size) if size else None)
     X, y = d['X_train'], d['y_train']
     if config['validation']:
         (X, y), (X_eval, y_eval) = batches.split_validation(
@@ -79,7 +79,7 @@ def load_test_data(meta, override=None):
     _, _, X, y, classes = load_data(config)
     if classes != list(meta['classes']):
         raise DataError("the data's classes %s are not the model's %s"
-                             % (classes, meta['classes']))
+                        % (classes, meta['classes']))
     return X, y
 
 
@@ -219,7 +219,7 @@ def train(config, out_dir, resume=False, echo=_echo):
         json.dump(config, f, indent=2, sort_keys=True)
 
     augment = (lambda Xb: batches.augment(Xb, rng, config['pad'],
-                                       config['flip']))
+                                          config['flip']))
     eval_name = 'val' if config['validation'] else 'test'
     n_batches = int(math.ceil(len(y) / float(config['batch_size'])))
     for epoch in range(start + 1, config['epochs'] + 1):
