@@ -34,7 +34,7 @@ What is measured, per model (batch 128, float32, 3x32x32, 10 classes):
   next to this machine's float32 matrix-multiply rate (numpy's sgemm and
   Theano's Dot22 with the BLAS Theano links), measured in the same run.
 Also: the GCM/CNN time ratios (Table 3's column; the paper's is 1.15 on a
-GPU) and the data pipeline's images/s (gcm_lasagne.data: augmentation +
+GPU) and the data pipeline's images/s (gcm_lasagne.batches: augmentation +
 batching + conversion to float, as the training loop does).
 """
 import argparse
@@ -250,28 +250,26 @@ def worker_data(args):
     sys.path.insert(0, ROOT)
     import numpy as np
     try:
-        from gcm_lasagne import data
+        from gcm_lasagne import batches
     except ImportError as e:
-        print(json.dumps({'error': 'gcm_lasagne.data: %s' % e}))
+        print(json.dumps({'error': 'gcm_lasagne.batches: %s' % e}))
         return
     rng = np.random.RandomState(0)
     n = args.data_images
     X = rng.randint(0, 256, (n, 3, args.size, args.size)).astype('uint8')
     y = rng.randint(0, 10, n).astype('int32')
-    to_float = getattr(data, 'to_float',
-                       lambda Xb: Xb.astype('float32') / np.float32(255))
 
     def augment(Xb):
-        return data.augment(Xb, rng, pad=4, flip=True)
+        return batches.augment(Xb, rng, pad=4, flip=True)
 
     rates = []
     load_before = loadavg()
     for _ in range(args.repeats):
         t0, seen = time.time(), 0
-        for Xb, yb in data.iterate_minibatches(X, y, args.batch,
-                                               shuffle=True, rng=rng,
-                                               augment_fn=augment):
-            Xb = to_float(Xb)
+        for Xb, yb in batches.iterate_minibatches(X, y, args.batch,
+                                                  shuffle=True, rng=rng,
+                                                  augment_fn=augment):
+            Xb = batches.to_float(Xb)
             seen += len(yb)
         rates.append(seen / (time.time() - t0))
     print(json.dumps({'img_s': rates, 'images': n, 'load_before': load_before,

@@ -5,20 +5,16 @@ with the paper's recipe (Table 2), resuming whatever is partly done, then
 write Table 3 under results/.
 """
 import argparse
-import glob
 import os
 import sys
 
-from . import (checkpoint, curves, data, device, export, paper, report,
-               train, visualize)
+from . import (api, checkpoint, curves, device, export, paper, report,
+               shipped, train, visualize)
+from .errors import DataError, InputError
+from .images import read_images
 from .models import MODELS
 
 PAPER_MODELS = ('gcm', 'gcm-clip', 'cnn')
-# the repository's root, where the shipped model and samples are
-HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SHIPPED_MODEL = os.path.join(HERE, 'models', 'gcm-cifar10jpeg-15ep',
-                             'model.npz')
-SAMPLES = os.path.join(HERE, 'samples', 'cifar10-test')
 
 
 class Parser(argparse.ArgumentParser):
@@ -79,7 +75,8 @@ def add_data_options(p, default='cifar10'):
 
 
 def build_parser():
-    p = Parser(prog='run_cifar10.py', description=__doc__,
+    # prog: as invoked (run_cifar10.py, or the installed gcm-lasagne)
+    p = Parser(description=__doc__,
                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument('--runs', default='runs',
                    help='folder of run folders (default: runs/)')
@@ -167,11 +164,11 @@ def data_override(args):
 
 
 def cmd_evaluate(args):
-    net, meta, _ = checkpoint.load(args.checkpoint)
-    X, y = train.load_test_data(meta, data_override(args))
-    loss, pred = train.evaluate(train.compile_eval(net), X, y)
+    model = api.load_model(args.checkpoint)
+    X, y = train.load_test_data(model.meta, data_override(args))
+    loss, p = model.evaluate(X, y)
     print(report.metrics_text(
-        train.classification_metrics(y, pred, meta['classes']), loss))
+        train.classification_metrics(y, p.label, model.classes), loss))
 
 
 def cmd_figures(args):
@@ -187,12 +184,12 @@ def cmd_explain(args):
 
 def cmd_demo(args):
     """The shipped model on the shipped sample test images (3 a class)."""
-    meta, _, _ = checkpoint.read(SHIPPED_MODEL)
-    paths = sorted(glob.glob(os.path.join(SAMPLES, '*', '*.jpg')))
-    labels = [meta['classes'].index(os.path.basename(os.path.dirname(p)))
+    model = api.load_model(shipped.model_path())
+    paths = shipped.sample_paths()
+    labels = [model.classes.index(os.path.basename(os.path.dirname(p)))
               for p in paths]
-    images, _ = visualize.load_images(paths, meta['input_shape'])
-    for path in visualize.run_figures(SHIPPED_MODEL, args.out, images=images,
+    images = read_images(paths, model.input_shape)
+    for path in visualize.run_figures(model, args.out, images=images,
                                       labels=labels):
         print('wrote', path)
 
@@ -268,7 +265,7 @@ def main(argv=None):
     try:
         check_folders(args)
         return commands[args.command or 'reproduce'](args) or 0
-    except (data.DataError, checkpoint.CheckpointError,
+    except (DataError, InputError, checkpoint.CheckpointError,
             train.TrainingError, visualize.ExplainError,
             report.ReportError) as e:
         sys.stderr.write('error: %s\n' % e)

@@ -20,7 +20,8 @@ import theano
 import theano.tensor as T
 from PIL import Image
 
-from . import checkpoint, data, paper
+from . import batches, checkpoint, cifar10, images, paper
+from .errors import DataError
 from .models import build_model
 
 floatX = theano.config.floatX
@@ -114,16 +115,17 @@ def load_data(config):
                             'multiples of 4, at most %d pixels in all'
                             % (tuple(size) + (Image.MAX_IMAGE_PIXELS,)))
     if config['data'] == 'cifar10':
-        d = data.load_cifar10(config['data_dir'], download=config['download'])
+        d = cifar10.load_cifar10(config['data_dir'],
+                                 download=config['download'])
     else:
-        d = data.load_image_folder(config['data'],
-                                   size=tuple(size) if size else None)
+        d = images.load_image_folder(config['data'],
+                                     size=tuple(size) if size else None)
     X, y = d['X_train'], d['y_train']
     if config['validation'] >= len(y):
         raise TrainingError('--validation %d: must be fewer than the %d '
                             'training images' % (config['validation'], len(y)))
     if config['validation']:
-        (X, y), (X_eval, y_eval) = data.split_validation(
+        (X, y), (X_eval, y_eval) = batches.split_validation(
             X, y, config['validation'], config['seed'])
     else:
         X_eval, y_eval = d['X_test'], d['y_test']
@@ -133,7 +135,7 @@ def load_data(config):
                                           ' besides --validation'
                                           if config['validation'] else ''))
     if config['train_subset']:
-        X, y = data.subset(X, y, config['train_subset'], config['seed'])
+        X, y = batches.subset(X, y, config['train_subset'], config['seed'])
     return X, y, X_eval, y_eval, list(d['classes'])
 
 
@@ -143,17 +145,17 @@ def load_test_data(meta, override=None):
     saved = meta.get('config')
     if not isinstance(saved, dict):
         if not override:
-            raise data.DataError('the model file does not say what data it '
+            raise DataError('the model file does not say what data it '
                                  'was trained on; give --data')
         saved = {}
     config = dict(default_config(), **saved)  # keys an older file lacks
     config.update(override or {}, validation=0, train_subset=0)
     _, _, X, y, classes = load_data(config)
     if classes != list(meta['classes']):
-        raise data.DataError("the data's classes %s are not the model's %s"
+        raise DataError("the data's classes %s are not the model's %s"
                              % (classes, meta['classes']))
     if X.shape[1:] != tuple(meta['input_shape']):
-        raise data.DataError('the test images are %s (channels, rows, cols), '
+        raise DataError('the test images are %s (channels, rows, cols), '
                              'the model takes %s; give --image-size'
                              % (X.shape[1:], tuple(meta['input_shape'])))
     return X, y
@@ -197,8 +199,8 @@ def compile_train(net, config, profile=False):
 def evaluate(eval_fn, X, y, batch_size=256):
     """Mean loss and the predicted classes over uint8 images X."""
     total, predictions = 0.0, []
-    for Xb, yb in data.iterate_minibatches(X, y, batch_size):
-        loss, pred = eval_fn(data.to_float(Xb), yb)
+    for Xb, yb in batches.iterate_minibatches(X, y, batch_size):
+        loss, pred = eval_fn(batches.to_float(Xb), yb)
         total += float(np.sum(loss))
         predictions.append(pred)
     return total / len(y), np.concatenate(predictions)
@@ -337,7 +339,7 @@ def train(config, out_dir, resume=False, echo=_echo):
     except ValueError as e:  # an image size the network cannot take
         raise TrainingError('%s; resize the images with --image-size' % e)
     if 'centre' in net:
-        net['centre'].pixel_mean.set_value(data.pixel_mean(X))
+        net['centre'].pixel_mean.set_value(batches.pixel_mean(X))
     if resume:
         start, buffers, state = _saved_state(ckpt_path, saved, net)
     try:
@@ -364,10 +366,10 @@ def train(config, out_dir, resume=False, echo=_echo):
     with open(os.path.join(out_dir, 'config.json'), 'w') as f:
         json.dump(config, f, indent=2, sort_keys=True)
 
-    augment = (lambda Xb: data.augment(Xb, rng, config['pad'],
-                                       config['flip']))
+    augment = (lambda Xb: batches.augment(Xb, rng, config['pad'],
+                                          config['flip']))
     eval_name = 'val' if config['validation'] else 'test'
-    batches = int(math.ceil(len(y) / float(config['batch_size'])))
+    n_batches = int(math.ceil(len(y) / float(config['batch_size'])))
     # a NaN or inf momentum buffer reaches its parameter in the same update;
     # checking the parameters costs about 0.6 ms a step (GCM, 72 arrays)
     watched = lasagne.layers.get_all_params(net['prob'])
@@ -375,17 +377,17 @@ def train(config, out_dir, resume=False, echo=_echo):
         t0 = time.time()
         lr.set_value(np.asarray(learning_rate(config, epoch), floatX))
         total, correct, seen = 0.0, 0, 0
-        for i, (Xb, yb) in enumerate(data.iterate_minibatches(
+        for i, (Xb, yb) in enumerate(batches.iterate_minibatches(
                 X, y, config['batch_size'], shuffle=True, rng=rng,
                 augment_fn=augment)):
-            loss, right = train_fn(data.to_float(Xb), yb)
+            loss, right = train_fn(batches.to_float(Xb), yb)
             if not np.isfinite(loss):
                 _stop('the training loss became %s' % loss, epoch, lr)
             for p in watched:  # the loss is computed before the update
                 if not np.isfinite(p.get_value(borrow=True)).all():
                     _stop('%s became NaN or infinite' % p, epoch, lr)
             total, correct, seen = total + loss, correct + right, seen + len(yb)
-            _progress(epoch, i + 1, batches, total / seen, correct / seen)
+            _progress(epoch, i + 1, n_batches, total / seen, correct / seen)
         eval_loss, pred = evaluate(eval_fn, X_eval, y_eval)
         if not np.isfinite(eval_loss):
             _stop('the %s loss became %s' % (eval_name, eval_loss), epoch, lr)

@@ -20,52 +20,16 @@ import os
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from . import checkpoint, data, train
+from . import api, train
+from .images import read_images
 
 
 class ExplainError(ValueError):
-    """A one-line reason why maps or figures cannot be made (unreadable
-    image, a model without maps, no correctly classified example)."""
+    """A one-line reason why figures cannot be made (no correctly
+    classified example to show)."""
 
 
 # ------------------------------------------------------------ the maps
-
-def compile_maps(net):
-    """One deterministic (BN running averages) function from float images
-    to (CWM, CCM, class scores, softmax probabilities)."""
-    import lasagne
-    import theano
-    if 'class_contribution_map' not in net:
-        raise ExplainError('this model (a CNN) has no contribution maps; use '
-                           'a GCM model')
-    layers = [net[k] for k in ('class_weight_map', 'class_contribution_map',
-                               'class_scores', 'prob')]
-    outputs = lasagne.layers.get_output(layers, deterministic=True)
-    return theano.function([net['input'].input_var], outputs)
-
-
-MAP_KEYS = ('class_weight_map', 'class_contribution_map', 'class_scores',
-            'prob')
-
-
-def contribution_maps(net, X, batch_size=100, fn=None):
-    """Maps of uint8 images X (N, 3, H, W), as float32 arrays: CWM
-    (N, K, H, W), CCM (N, K, 3, H, W), scores (N, K), prob (N, K).
-    A CNN model raises ExplainError (a ValueError). Pass `fn` from
-    `compile_maps` to reuse one compiled function."""
-    fn = fn or compile_maps(net)
-    parts = [fn(data.to_float(X[i:i + batch_size]))
-             for i in range(0, len(X), batch_size)]
-    return {k: np.concatenate([p[j] for p in parts]).astype(np.float32)
-            for j, k in enumerate(MAP_KEYS)}
-
-
-def predict(fn, X, batch_size=100):
-    """Probabilities only, batch by batch: the CCMs of a whole test set
-    (10000 x 10 x 3 x 32 x 32 float32 = 1.2 GB) are never held at once."""
-    return np.concatenate([fn(data.to_float(X[i:i + batch_size]))[3]
-                           for i in range(0, len(X), batch_size)])
-
 
 def split_signed(ccm):
     """(positive part, negative part) = (max(ccm, 0), max(-ccm, 0)); their
@@ -233,7 +197,8 @@ def figure6(images, ccm, scores, labels, classes, path, positive_only=False,
     labels (K,): the class whose cells get the red frame, frame='true'
     (the true class) or 'predicted' (`run_explain`: no true label there);
     the legend and the text under the original say which.
-    Writes a PNG to path and returns a dict: path, size, layout, scales
+    Writes a PNG to path (unless path is None) and returns a dict: image
+    (the PIL image, which a notebook shows), path, size, layout, scales
     (the per-image intensity scale) and labels (the score texts drawn,
     K lists of N strings, = format_score(scores))."""
     images, ccm = np.asarray(images), np.asarray(ccm)
@@ -291,9 +256,10 @@ def figure6(images, ccm, scores, labels, classes, path, positive_only=False,
                     _frame(draw, box)
             _centred(draw, layout.column_x(j + 1), layout.cell_w,
                      layout.score_top(i), texts[j], font)
-    canvas.save(path)
-    return {'path': path, 'size': canvas.size, 'layout': layout,
-            'scales': scales, 'labels': drawn}
+    if path is not None:
+        canvas.save(path)
+    return {'image': canvas, 'path': path, 'size': canvas.size,
+            'layout': layout, 'scales': scales, 'labels': drawn}
 
 
 def figure8(images, ccm_true, path, columns=5, captions=None):
@@ -301,7 +267,8 @@ def figure8(images, ccm_true, path, columns=5, captions=None):
     `columns` pairs a row. Each pair is scaled by its own maximum (there is
     no other class to compare with here). images (M, 3, H, W) uint8,
     ccm_true (M, 3, H, W); captions: optional text under each pair.
-    Returns dict(path, size)."""
+    Writes a PNG to path (unless None); returns dict(image (PIL), path,
+    size)."""
     images, ccm_true = np.asarray(images), np.asarray(ccm_true)
     M = len(images)
     rows_, cols_ = images.shape[2:]
@@ -326,8 +293,9 @@ def figure8(images, ccm_true, path, columns=5, captions=None):
             _to_rgb(positive, float(positive.max())), zoom)), (x + cw + 2, y))
         if captions is not None:
             _centred(draw, x, pair_w, y + ch + 1, captions[m], font)
-    canvas.save(path)
-    return {'path': path, 'size': canvas.size}
+    if path is not None:
+        canvas.save(path)
+    return {'image': canvas, 'path': path, 'size': canvas.size}
 
 
 # ------------------------------------------------------------ choosing
@@ -349,33 +317,29 @@ def choose_examples(labels, predicted, classes, per_class=1, seed=0):
 
 # ------------------------------------------------------------ commands
 
-def _load_model(checkpoint_path):
-    net, meta, _ = checkpoint.load(checkpoint_path)
-    if 'class_contribution_map' not in net:
-        raise ExplainError('%s is a %s model: it has no contribution maps; '
-                           'use a GCM model'
-                           % (checkpoint_path, meta['model']))
-    return net, meta
+def _gcm(model):
+    """A Model (or the file of one) that draws maps, or InputError."""
+    if not isinstance(model, api.Model):
+        model = api.load_model(model)
+    model.require_maps()
+    return model
 
 
-def run_figures(checkpoint_path, out_dir, data_config_override=None,
-                count=None, images=None, labels=None, figure8_count=40,
-                seed=0):
+def run_figures(model, out_dir, data_config_override=None, count=None,
+                images=None, labels=None, figure8_count=40, seed=0):
     """Figure 6 (figure7.png for a 'gcm-clip' model: positive parts only)
-    and Figure 8 for a saved model, from correctly classified test images
-    of the data it was trained on (or from `images`, `labels` given as
-    arrays). count: images in Figure 6, default one per class (at most
-    10). Returns the paths written."""
-    net, meta = _load_model(checkpoint_path)
-    classes = list(meta['classes'])
+    and Figure 8 for a model (an api.Model or a model file), from
+    correctly classified test images of the data it was trained on (or
+    from `images` (N, C, H, W), `labels` (N,) given as arrays). count:
+    images in Figure 6, default one per class (at most 10). Returns the
+    paths written."""
+    model = _gcm(model)
+    classes = model.classes
     if images is None:
-        images, labels = train.load_test_data(meta, data_config_override)
+        images, labels = train.load_test_data(model.meta,
+                                              data_config_override)
     images, labels = np.asarray(images), np.asarray(labels)
-    if images.shape[1:] != tuple(meta['input_shape']):
-        raise ExplainError('images are %s but the model takes %s'
-                           % (images.shape[1:], tuple(meta['input_shape'])))
-    fn = compile_maps(net)
-    predicted = predict(fn, images).argmax(axis=1)
+    predicted = model.predict(images).label
     count = count or min(len(classes), 10)
     chosen = choose_examples(labels, predicted, classes,
                              int(math.ceil(count / float(len(classes)))),
@@ -384,8 +348,8 @@ def run_figures(checkpoint_path, out_dir, data_config_override=None,
         raise ExplainError('none of the %d test images is classified '
                            'correctly; nothing to show' % len(images))
     os.makedirs(out_dir, exist_ok=True)
-    clipped = meta['model'] == 'gcm-clip'
-    maps = contribution_maps(net, images[chosen], fn=fn)
+    clipped = model.kind == 'gcm-clip'
+    maps = model.explain(images[chosen])
     fig6 = os.path.join(out_dir, 'figure7.png' if clipped else 'figure6.png')
     figure6(images[chosen], maps['class_contribution_map'],
             maps['class_scores'], labels[chosen], classes, fig6,
@@ -394,42 +358,11 @@ def run_figures(checkpoint_path, out_dir, data_config_override=None,
     more = choose_examples(labels, predicted, classes,
                            int(math.ceil(figure8_count / float(len(classes)))),
                            seed + 1)[:figure8_count]
-    ccm = contribution_maps(net, images[more], fn=fn)['class_contribution_map']
+    ccm = model.class_contribution_maps(images[more])
     fig8 = os.path.join(out_dir, 'figure8.png')
     figure8(images[more], ccm[np.arange(len(more)), labels[more]], fig8,
             captions=[classes[c] for c in labels[more]])
     return [fig6, fig8]
-
-
-def load_images(paths, input_shape):
-    """Image files (PNG, JPEG, anything Pillow reads) as uint8
-    (N, 3, rows, cols) RGB for a model whose input is input_shape
-    ((3, rows, cols) or (rows, cols)), and one note per image ('' if it
-    was used as it is). Grayscale, palette, RGBA (alpha dropped, as
-    data.load_image_folder does in training) become RGB; other sizes are
-    resized with the same bilinear filter as training data."""
-    rows, cols = tuple(input_shape)[-2:]
-    X = np.empty((len(paths), 3, rows, cols), np.uint8)
-    notes = []
-    for i, path in enumerate(paths):
-        if not os.path.isfile(path):
-            raise ExplainError('no image file at %s' % path)
-        try:
-            with Image.open(path) as im:
-                done = []
-                if im.mode != 'RGB':
-                    done.append('converted from mode %s to RGB' % im.mode)
-                    im = data.rgb_image(im)
-                if im.size != (cols, rows):
-                    done.append('resized from %dx%d to %dx%d (rows x cols)'
-                                % (im.size[1], im.size[0], rows, cols))
-                    im = im.resize((cols, rows), Image.BILINEAR)
-                X[i] = np.asarray(im).transpose(2, 0, 1)
-        except (OSError, ValueError, SyntaxError,
-                Image.DecompressionBombError) as e:
-            raise ExplainError('%s is not a readable image (%s)' % (path, e))
-        notes.append('; '.join(done))
-    return X, notes
 
 
 def _stems(paths):
@@ -443,20 +376,21 @@ def _stems(paths):
     return out
 
 
-def run_explain(checkpoint_path, image_paths, out_dir, top=3, echo=print):
-    """Explain a model's decision on any images: print the top classes with
-    scores and probabilities (the text is returned too) and write, per
-    image, <stem>_ccm.png (Figure 6 style; there is no true label, so the
-    red frame marks the PREDICTED class) and <stem>_maps.npz (image uint8
+def run_explain(model, image_paths, out_dir, top=3, echo=print):
+    """Explain a model's decision (an api.Model or a model file) on any
+    image files (`read_images`): print the top classes with scores and
+    probabilities (the text is returned too) and write, per image,
+    <stem>_ccm.png (Figure 6 style; there is no true label, so the red
+    frame marks the PREDICTED class) and <stem>_maps.npz (image uint8
     (3, H, W) as the model saw it, class_weight_map (K, H, W),
     class_contribution_map (K, 3, H, W), class_scores (K,), prob (K,),
     classes (K,) str), loadable with allow_pickle=False."""
-    net, meta = _load_model(checkpoint_path)   # fails before any work
-    classes = list(meta['classes'])
-    X, notes = load_images(image_paths, meta['input_shape'])
-    maps = contribution_maps(net, X)
+    model = _gcm(model)   # fails before any work
+    classes = model.classes
+    X, notes = read_images(image_paths, model.input_shape, return_notes=True)
+    maps = model.explain(X)
     os.makedirs(out_dir, exist_ok=True)
-    clipped = meta['model'] == 'gcm-clip'
+    clipped = model.kind == 'gcm-clip'
     lines, name_w = [], max(len(c) for c in classes)
     for i, (path, stem) in enumerate(zip(image_paths, _stems(image_paths))):
         scores, prob = maps['class_scores'][i], maps['prob'][i]
@@ -473,7 +407,7 @@ def run_explain(checkpoint_path, image_paths, out_dir, top=3, echo=print):
                 positive_only=clipped, frame='predicted')
         np.savez(os.path.join(out_dir, stem + '_maps.npz'), image=X[i],
                  classes=np.array(classes),
-                 **{k: maps[k][i] for k in MAP_KEYS})
+                 **{k: maps[k][i] for k in api.MAP_KEYS})
         lines.append('  wrote %s_ccm.png, %s_maps.npz' % (stem, stem))
     text = '\n'.join(lines)
     if echo:

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from gcm_lasagne import checkpoint, cli, curves, paper, report, train
+from gcm_lasagne import checkpoint, cli, curves, paper, report, shipped, train
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SHIPPED = os.path.dirname(cli.SHIPPED_MODEL)
+SHIPPED = os.path.dirname(shipped.model_path())
 
 
 def make_run(folder, model, accuracy, seed=1, epochs=4, seconds=10.0,

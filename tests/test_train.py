@@ -129,10 +129,10 @@ def test_cnn_stores_its_pixel_mean(folder, tmp_path):
     assert run_cifar10.main(['train', '--model', 'cnn', '--data', folder,
                              '--out', out] + TINY[:1] + ['1'] + TINY[2:]) == 0
     net, meta, _ = checkpoint.load(os.path.join(out, 'model.npz'))
-    from gcm_lasagne import data
-    X = data.load_image_folder(folder)['X_train']
+    from gcm_lasagne import batches, images
+    X = images.load_image_folder(folder)['X_train']
     np.testing.assert_allclose(net['centre'].pixel_mean.get_value(),
-                               data.to_float(X).mean(axis=0), atol=1e-6)
+                               batches.to_float(X).mean(axis=0), atol=1e-6)
 
 
 @pytest.mark.parametrize('args, message', [

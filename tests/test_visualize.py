@@ -11,7 +11,9 @@ from PIL import Image
 import gcm_lasagne  # noqa: F401  (configures Theano)
 import lasagne
 
-from gcm_lasagne import checkpoint, data, train
+from gcm_lasagne import api, checkpoint, train
+from gcm_lasagne.batches import to_float
+from gcm_lasagne.errors import DataError
 from gcm_lasagne import visualize as vis
 from gcm_lasagne.models import build_cnn, build_gcm
 
@@ -45,8 +47,7 @@ def images():
 
 @pytest.fixture(scope='module')
 def maps(model_file, images):
-    net, _, _ = checkpoint.load(model_file)
-    return vis.contribution_maps(net, images, batch_size=2)  # 3 batches
+    return api.load_model(model_file).explain(images, batch_size=2)
 
 
 @pytest.fixture(scope='module')
@@ -68,7 +69,7 @@ def test_maps_have_the_shapes_and_the_ccm_is_tile_cwm_times_image(maps,
     assert maps['class_scores'].shape == maps['prob'].shape == (n, k)
     assert all(v.dtype == np.float32 for v in maps.values())
     expected = (maps['class_weight_map'][:, :, None]
-                * data.to_float(images)[:, None])
+                * to_float(images)[:, None])
     np.testing.assert_allclose(maps['class_contribution_map'], expected,
                                rtol=1e-6, atol=1e-7)
     # eq. 3: the score is the CCM's mean; prob its softmax
@@ -79,9 +80,13 @@ def test_maps_have_the_shapes_and_the_ccm_is_tile_cwm_times_image(maps,
                                rtol=1e-5)
 
 
-def test_a_cnn_has_no_contribution_maps(images):
-    with pytest.raises(ValueError, match='no contribution maps; use a GCM'):
-        vis.contribution_maps(build_cnn(3, SHAPE), images)
+def test_a_cnn_has_no_contribution_maps(tmp_path):
+    cnn = api.Model(build_cnn(3, SHAPE), {'model': 'cnn', 'classes': CLASSES,
+                                         'input_shape': SHAPE})
+    with pytest.raises(ValueError, match='no class weight or contribution '
+                                         'maps; use a GCM model'):
+        vis.run_explain(cnn, [], str(tmp_path / 'out'), echo=None)
+    assert not (tmp_path / 'out').exists()
 
 
 def test_positive_and_negative_parts_recombine_to_the_ccm(maps):
@@ -187,6 +192,25 @@ def test_figure8_pairs_image_and_true_class_ccm(maps, images, tmp_path):
                                atol=0.5 / 255 + 1e-6)
 
 
+def test_figures_return_the_pil_image_they_write(maps, images, tmp_path):
+    ccm, scores = maps['class_contribution_map'], maps['class_scores']
+    six = vis.figure6(images[:2], ccm[:2], scores[:2], [0, 1], CLASSES,
+                      str(tmp_path / 'f6.png'))
+    eight = vis.figure8(images, ccm[:, 0], str(tmp_path / 'f8.png'))
+    for out in (six, eight):
+        assert isinstance(out['image'], Image.Image)
+        with Image.open(out['path']) as png:
+            assert np.array_equal(np.asarray(png.convert('RGB')),
+                                  np.asarray(out['image']))
+    # path None: the image only, nothing written
+    alone = vis.figure6(images[:2], ccm[:2], scores[:2], [0, 1], CLASSES,
+                        None)
+    assert np.array_equal(np.asarray(alone['image']),
+                          np.asarray(six['image']))
+    assert vis.figure8(images, ccm[:, 0], None)['size'] == eight['size']
+    assert sorted(os.listdir(tmp_path)) == ['f6.png', 'f8.png']
+
+
 def test_choose_examples_takes_correct_ones_round_robin():
     labels = np.array([0, 0, 0, 1, 1, 2, 2, 2])
     predicted = np.array([0, 0, 1, 1, 0, 0, 1, 2])
@@ -198,45 +222,16 @@ def test_choose_examples_takes_correct_ones_round_robin():
     assert sorted(a) == [0, 1, 3, 7]
 
 
-# ------------------------------------------------------------ images in
+# ------------------------------------------------------------ commands
 
 def _png(path, mode, size, seed=0):
     rng = np.random.RandomState(seed)
-    channels = {'L': None, 'RGB': 3, 'RGBA': 4}[mode]
+    channels = {'L': None, 'RGB': 3}[mode]
     shape = (size[1], size[0]) + ((channels,) if channels else ())
     Image.fromarray(rng.randint(0, 256, shape).astype(np.uint8),
                     mode).save(path)
     return str(path)
 
-
-def test_load_images_converts_and_resizes_with_notes(tmp_path):
-    paths = [_png(tmp_path / 'same.png', 'RGB', (8, 8)),
-             _png(tmp_path / 'gray.png', 'L', (8, 8)),
-             _png(tmp_path / 'alpha.png', 'RGBA', (8, 8)),
-             _png(tmp_path / 'big.png', 'RGB', (20, 12))]
-    Image.open(paths[0]).convert('P').save(tmp_path / 'pal.png')
-    paths.append(str(tmp_path / 'pal.png'))
-    X, notes = vis.load_images(paths, SHAPE)
-    assert X.shape == (5,) + SHAPE and X.dtype == np.uint8
-    assert notes[0] == ''
-    assert 'mode L' in notes[1] and 'mode RGBA' in notes[2]
-    assert 'mode P' in notes[4]
-    assert notes[3] == 'resized from 12x20 to 8x8 (rows x cols)'
-    gray = np.asarray(Image.open(paths[1]))
-    assert all(np.array_equal(X[1, c], gray) for c in range(3))
-
-
-def test_a_file_that_is_not_an_image_is_a_one_line_error(tmp_path):
-    bad = tmp_path / 'notes.png'
-    bad.write_text('not a picture\n')
-    with pytest.raises(vis.ExplainError) as e:
-        vis.load_images([str(bad)], SHAPE)
-    assert str(bad) in str(e.value) and '\n' not in str(e.value)
-    with pytest.raises(vis.ExplainError, match='no image file at'):
-        vis.load_images([str(tmp_path / 'missing.jpg')], SHAPE)
-
-
-# ------------------------------------------------------------ commands
 
 def test_explain_writes_figure_and_maps(model_file, tmp_path):
     big = _png(tmp_path / 'big.png', 'RGB', (24, 16), seed=2)
@@ -258,7 +253,7 @@ def test_explain_writes_figure_and_maps(model_file, tmp_path):
         assert list(m['classes']) == CLASSES and m['image'].shape == SHAPE
         np.testing.assert_allclose(
             m['class_contribution_map'],
-            m['class_weight_map'][:, None] * data.to_float(m['image']),
+            m['class_weight_map'][:, None] * to_float(m['image']),
             rtol=1e-6, atol=1e-7)
         # the top lines print the model's scores, best first
         order = np.argsort(-m['class_scores'])[:2]
@@ -274,7 +269,7 @@ def test_explain_writes_figure_and_maps(model_file, tmp_path):
 def test_explain_rejects_a_non_image_before_computing(model_file, tmp_path):
     bad = tmp_path / 'readme.jpg'
     bad.write_bytes(b'\x00\x01 not a jpeg')
-    with pytest.raises(vis.ExplainError, match='readme.jpg is not a readable'):
+    with pytest.raises(DataError, match='readme.jpg: not a readable'):
         vis.run_explain(model_file, [str(bad)], str(tmp_path / 'o'),
                         echo=None)
     assert not (tmp_path / 'o').exists()

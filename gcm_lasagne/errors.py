@@ -1,0 +1,16 @@
+"""The errors a user can cause, each with a one-line message; the command
+line prints them as `error: <message>` and exits 1 (no traceback)."""
+
+
+class DataError(Exception):
+    """Bad or missing input data. The message is always one line."""
+
+    def __init__(self, message):
+        # Messages quote paths and library errors; fold any newline so the
+        # CLI's `error: <message>` stays one line.
+        super().__init__(' '.join(str(message).split()))
+
+
+class InputError(ValueError):
+    """Images or a request a model cannot take (wrong shape, dtype or value
+    range; maps from a model that has none). One sentence, one line."""

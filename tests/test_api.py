@@ -1,0 +1,213 @@
+"""The Python API (gcm_lasagne.api): load_model, Model.predict and the maps,
+on a tiny untrained 3-class GCM (and CNN) with 8x8 inputs. The GCM's
+function is compiled once for the module (fixture `model`); bad input is
+refused before anything is compiled."""
+import os
+import re
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import gcm_lasagne
+import lasagne
+import theano
+
+from gcm_lasagne import api, checkpoint, cli, images as image_files, train
+from gcm_lasagne.batches import to_float
+from gcm_lasagne.models import build_model
+
+CLASSES = ['circle', 'cross', 'square']
+SHAPE = (3, 8, 8)
+
+
+def _save(path, kind, seed=0):
+    lasagne.random.set_rng(np.random.RandomState(seed))
+    meta = {'model': kind, 'classes': CLASSES, 'input_shape': list(SHAPE),
+            'config': train.default_config(model=kind, data='unused',
+                                           download=False)}
+    checkpoint.save(path, build_model(kind, len(CLASSES), SHAPE), meta)
+    return path
+
+
+@pytest.fixture(scope='module')
+def model_file(tmp_path_factory):
+    return _save(str(tmp_path_factory.mktemp('gcm') / 'model.npz'), 'gcm')
+
+
+@pytest.fixture(scope='module')
+def model(model_file):
+    return gcm_lasagne.load_model(model_file)
+
+
+@pytest.fixture(scope='module')
+def cnn(tmp_path_factory):
+    path = str(tmp_path_factory.mktemp('cnn') / 'model.npz')
+    return gcm_lasagne.load_model(_save(path, 'cnn', seed=1))
+
+
+@pytest.fixture(scope='module')
+def images():
+    return np.random.RandomState(1).randint(0, 256, (5,) + SHAPE).astype(
+        np.uint8)
+
+
+def test_the_package_exports_the_api():
+    assert gcm_lasagne.load_model is api.load_model
+    assert gcm_lasagne.Model is api.Model
+    assert gcm_lasagne.read_images is image_files.read_images
+
+
+def test_a_loaded_model_describes_itself(model, model_file):
+    assert model.kind == 'gcm' and model.classes == CLASSES
+    assert model.input_shape == SHAPE and model.has_maps
+    _, values, _ = checkpoint.read(model_file)
+    for a, b in zip(lasagne.layers.get_all_param_values(model.net['prob']),
+                    values):
+        np.testing.assert_array_equal(a, b)
+    assert model.meta['config']['model'] == 'gcm'
+    assert repr(model) == '<Model gcm: 3 classes, input (3, 8, 8)>'
+
+
+def test_predict_and_maps_have_their_shapes_and_agree(model, images):
+    n, k = len(images), len(CLASSES)
+    label, scores, prob = model.predict(images)
+    assert label.shape == (n,) and label.dtype.kind == 'i'
+    assert scores.shape == prob.shape == (n, k)
+    assert scores.dtype == prob.dtype == np.float32
+    assert (label == scores.argmax(axis=1)).all()
+    e = np.exp(scores - scores.max(axis=1, keepdims=True))
+    np.testing.assert_allclose(prob, e / e.sum(axis=1, keepdims=True),
+                               rtol=1e-5)
+    cwm = model.class_weight_maps(images)
+    ccm = model.class_contribution_maps(images)
+    assert cwm.shape == (n, k, 8, 8) and ccm.shape == (n, k, 3, 8, 8)
+    assert cwm.dtype == ccm.dtype == np.float32
+    # CCM = Tile(CWM) x image (pixels in [0, 1]); its mean is the score
+    np.testing.assert_allclose(ccm,
+                               cwm[:, :, None] * to_float(images)[:, None],
+                               rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(ccm.mean(axis=(2, 3, 4)), scores, rtol=1e-4,
+                               atol=1e-6)
+    everything = model.explain(images)
+    assert sorted(everything) == sorted(api.MAP_KEYS)
+    for key, value in (('class_weight_map', cwm),
+                       ('class_contribution_map', ccm),
+                       ('class_scores', scores), ('prob', prob)):
+        np.testing.assert_array_equal(everything[key], value)
+
+
+def test_uint8_float_and_any_batch_size_give_the_same(model, images):
+    expected = model.explain(images)
+    for X, batch_size in ((images, 2), (images / 255.0, None),
+                          (to_float(images), 1)):
+        got = model.explain(X, batch_size=batch_size)
+        for key in api.MAP_KEYS:
+            np.testing.assert_allclose(got[key], expected[key], rtol=1e-5,
+                                       atol=1e-7, err_msg=key)
+
+
+def test_one_function_compiled_once_at_first_use(model, images,
+                                                 monkeypatch):
+    calls = []
+    real = theano.function
+    monkeypatch.setattr(theano, 'function',
+                        lambda *a, **k: calls.append(1) or real(*a, **k))
+    fresh = api.Model(model.net, model.meta)
+    assert calls == []              # building the object compiles nothing
+    fresh.predict(images)
+    fresh.class_weight_maps(images[:2])
+    fresh.class_contribution_maps(images)
+    fresh.explain(images, batch_size=3)
+    assert calls == [1]
+
+
+def test_the_api_equals_what_explain_writes(model, model_file, tmp_path):
+    paths = []
+    for i, size in enumerate(((8, 8), (12, 20))):  # the second is resized
+        pixels = np.random.RandomState(i).randint(0, 256, size + (3,))
+        paths.append(str(tmp_path / ('%d.png' % i)))
+        Image.fromarray(pixels.astype(np.uint8)).save(paths[-1])
+    out = tmp_path / 'out'
+    # in this process: the command's compile reuses the module's C code
+    assert cli.main(['explain', model_file, *paths, '--out', str(out)]) == 0
+    X = gcm_lasagne.read_images(paths, model.input_shape)
+    maps = model.explain(X)
+    label = model.predict(X).label
+    for i, stem in enumerate(('0', '1')):
+        with np.load(str(out / (stem + '_maps.npz')),
+                     allow_pickle=False) as f:
+            np.testing.assert_array_equal(f['image'], X[i])
+            assert list(f['classes']) == model.classes
+            for key in api.MAP_KEYS:
+                np.testing.assert_array_equal(f[key], maps[key][i],
+                                              err_msg=key)
+            assert int(f['class_scores'].argmax()) == label[i]
+
+
+def test_a_cnn_predicts_but_has_no_maps(cnn, images):
+    assert cnn.kind == 'cnn' and not cnn.has_maps
+    label, scores, prob = cnn.predict(images)
+    assert label.shape == (5,) and scores.shape == prob.shape == (5, 3)
+    np.testing.assert_allclose(prob.sum(axis=1), 1, rtol=1e-5)
+    assert (label == prob.argmax(axis=1)).all()
+    y = np.array([0, 1, 2, 1, 0])
+    loss, p = cnn.evaluate(images, y)
+    np.testing.assert_array_equal(p.label, label)
+    assert loss == pytest.approx(-np.log(prob[np.arange(5), y]).mean(),
+                                 rel=1e-5)
+    for method in (cnn.class_weight_maps, cnn.class_contribution_maps,
+                   cnn.explain):
+        with pytest.raises(ValueError) as e:
+            method(images)
+        assert str(e.value) == (
+            'this cnn model has no class weight or contribution maps; use a '
+            'GCM model (gcm, gcm-clip or gcm-basic)')
+
+
+def _one_sentence(message):
+    return '\n' not in message and not re.search(r'[.!?]\s+[A-Z]', message)
+
+
+U8 = np.zeros((2,) + SHAPE, np.uint8)
+
+
+@pytest.mark.parametrize('bad, message', [
+    (U8.transpose(0, 2, 3, 1),
+     r'must be an array of shape \(N, 3, 8, 8\) for this model, not '
+     r'\(2, 8, 8, 3\) \(channels last\? pass '
+     r'images.transpose\(0, 3, 1, 2\)\)'),
+    (U8[0], r'not \(3, 8, 8\) \(one image\? pass images\[None\]\)'),
+    (np.zeros((2, 3, 16, 16), np.uint8), r'not \(2, 3, 16, 16\)$'),
+    (np.zeros((2, 1, 8, 8), np.uint8), r'shape \(N, 3, 8, 8\)'),
+    (U8[:0], 'images holds no image'),
+    (U8.astype(np.int64), r'uint8 \(pixels 0-255\) or float \(pixels in '
+                          r'\[0, 1\]\), not int64'),
+    (U8.astype(bool), 'not bool'),
+    (U8.astype(np.float32) + 255, r'in \[0, 1\] \(give uint8 for 0-255\), '
+                                  'but these range from 255 to 255'),
+    (U8.astype(np.float32) - 0.5, 'range from -0.5 to -0.5'),
+    (np.full((2,) + SHAPE, np.nan, np.float32), 'range from nan to nan'),
+], ids=['channels-last', 'one-image', 'size', 'channels', 'empty', 'int64',
+        'bool', 'float-0-255', 'negative', 'nan'])
+def test_bad_images_are_a_one_sentence_value_error(model, bad, message):
+    for method in (model.predict, model.class_weight_maps,
+                   model.class_contribution_maps):
+        with pytest.raises(ValueError, match=message) as e:
+            method(bad)
+        assert _one_sentence(str(e.value)), str(e.value)
+
+
+def test_bad_labels_are_a_value_error(cnn, images):
+    for labels, message in (([0, 1], 'must be 5 integers'),
+                            ([0.5] * 5, 'must be 5 integers'),
+                            ([0, 1, 2, 3, 0], r'class indices 0\.\.2')):
+        with pytest.raises(ValueError, match=message) as e:
+            cnn.evaluate(images, labels)
+        assert _one_sentence(str(e.value))
+
+
+def test_a_file_that_is_no_model_names_itself(tmp_path):
+    with pytest.raises(checkpoint.CheckpointError, match='no model file'):
+        gcm_lasagne.load_model(str(tmp_path / 'none.npz'))
+    assert not os.path.exists(str(tmp_path / 'none.npz'))
