@@ -8,8 +8,8 @@ import argparse
 import os
 import sys
 
-from . import (api, checkpoint, curves, device, export, paper, report,
-               shipped, train, visualize)
+from . import (api, attribution, checkpoint, curves, device, export,
+               faithfulness, paper, report, shipped, train, visualize)
 from .errors import DataError, InputError
 from .images import read_images
 from .models import MODELS
@@ -131,6 +131,28 @@ def build_parser():
     ex.add_argument('out')
     ex.add_argument('--data-name', help='default: the data folder\'s name')
 
+    fa = sub.add_parser('faithfulness', help='deletion, insertion, ROAD and '
+                        'the randomisation check of the attribution maps')
+    fa.add_argument('checkpoints', nargs='+', metavar='MODEL.npz')
+    fa.add_argument('--images', type=positive_int, default=1000,
+                    help='test images, the same for every model')
+    fa.add_argument('--methods', nargs='+', metavar='METHOD',
+                    help='default: all that apply to each model, of: %s'
+                         % ' '.join(attribution.METHODS))
+    fa.add_argument('--target', choices=('predicted', 'true'),
+                    default='predicted', help='the class explained')
+    fa.add_argument('--baseline', choices=faithfulness.BASELINES,
+                    default='blur', help='fill of deleted pixels')
+    fa.add_argument('--steps', type=positive_int, default=16,
+                    help='deletion/insertion steps')
+    fa.add_argument('--ig-steps', type=positive_int, default=32)
+    fa.add_argument('--randomisation-images', type=int, default=50,
+                    metavar='N', help='images for the randomisation check '
+                                      '(0: skip it)')
+    fa.add_argument('--seed', type=int, default=0)
+    fa.add_argument('--out', default=os.path.join('results', 'faithfulness'))
+    add_data_options(fa, default=None)
+
     tb = sub.add_parser('table3', help='Table 3 from the runs that exist')
     tb.add_argument('--params-only', action='store_true',
                     help='only the parameter counts; exit 1 if one no '
@@ -191,6 +213,17 @@ def cmd_demo(args):
     images = read_images(paths, model.input_shape)
     for path in visualize.run_figures(model, args.out, images=images,
                                       labels=labels):
+        print('wrote', path)
+
+
+def cmd_faithfulness(args):
+    paths = faithfulness.run(
+        args.checkpoints, data_override(args), args.out, args.methods,
+        command='run_cifar10.py ' + ' '.join(sys.argv[1:]),
+        images=args.images, target=args.target, baseline=args.baseline,
+        steps=args.steps, ig_steps=args.ig_steps,
+        randomisation_images=args.randomisation_images, seed=args.seed)
+    for path in paths:
         print('wrote', path)
 
 
@@ -261,7 +294,8 @@ def main(argv=None):
     commands = {'train': cmd_train, 'evaluate': cmd_evaluate,
                 'table3': cmd_table3, 'reproduce': cmd_reproduce,
                 'figures': cmd_figures, 'explain': cmd_explain,
-                'demo': cmd_demo, 'export': cmd_export}
+                'demo': cmd_demo, 'export': cmd_export,
+                'faithfulness': cmd_faithfulness}
     try:
         check_folders(args)
         return commands[args.command or 'reproduce'](args) or 0

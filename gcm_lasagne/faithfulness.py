@@ -1,0 +1,639 @@
+"""How faithful are attribution maps to the model? Perturbation metrics and
+the randomisation sanity check, for maps from gcm_lasagne/attribution.py.
+
+- Deletion and insertion (Petsiuk et al., RISE, 2018): pixels (all channels
+  at once) are removed from the image, or added to a baseline image, in the
+  map's order, most relevant first, `steps` equal steps from none to all;
+  the target class's softmax probability at each step is the curve, its
+  trapezoid area over [0, 1] the number. Deletion: lower is better;
+  insertion: higher. Removed pixels are filled by a baseline: 'black',
+  'mean' (the per-channel mean of the evaluated images: the data's grey,
+  not each image's own colour), or 'blur' (a Gaussian-blurred copy of the
+  image, sigma 2 pixels).
+- ROAD (Rong et al., ICML 2022): remove 10%..90% of the pixels most
+  relevant first (MoRF, lower is better) or least relevant first (LeRF,
+  higher is better) and fill each removed pixel by noisy linear imputation:
+  every removed pixel equals the weighted mean of its 8 neighbours (1/6
+  for the 4 sharing an edge, 1/12 for the diagonals, renormalised at the
+  border), one sparse linear system per image and mask, then Gaussian
+  noise. Filling from the neighbours leaks no shape of the mask, which
+  filling with a constant does. The number is the fraction of images still
+  given the target class.
+- Randomisation (Adebayo et al., NeurIPS 2018, cascading): the layers are
+  re-initialised one after another from the top, and after each the maps
+  are compared with the trained model's by Spearman rank correlation, per
+  image. A map that explains the model must change when the model does.
+  The signed maps are ranked, as the perturbation metrics rank them. A
+  constant map has no ranking and counts as correlation 0.
+
+Pixel order: larger map values first; ties are broken by one fixed random
+permutation of the pixels, so a flat map is not read in raster order.
+"""
+import csv
+import os
+import sys
+import time
+
+import numpy as np
+
+from . import attribution as attr
+from .data import to_float
+
+BASELINES = ('black', 'mean', 'blur')
+ROAD_FRACTIONS = tuple(np.arange(1, 10) / 10.0)
+BLUR_SIGMA = 2.0
+ROAD_NOISE = 0.01   # standard deviation on the [0, 1] pixel scale
+# ROAD's neighbour weights: (row offset, column offset, weight)
+NEIGHBOURS = ((-1, 0, 1 / 6.), (1, 0, 1 / 6.), (0, -1, 1 / 6.),
+              (0, 1, 1 / 6.), (-1, -1, 1 / 12.), (-1, 1, 1 / 12.),
+              (1, -1, 1 / 12.), (1, 1, 1 / 12.))
+
+
+# ------------------------------------------------------------ pixel order
+
+def pixel_ranks(maps, seed=0):
+    """(B, R*C) rank of each pixel, 0 = most relevant (largest value)."""
+    flat = np.asarray(maps).reshape(len(maps), -1)
+    tie = np.random.RandomState(seed).permutation(flat.shape[1])
+    order = np.lexsort((np.broadcast_to(tie, flat.shape), -flat), axis=-1)
+    ranks = np.empty_like(order)
+    np.put_along_axis(ranks, order, np.arange(flat.shape[1])[None], axis=1)
+    return ranks
+
+
+def baseline_images(X, baseline, mean=None):
+    """The images that removed pixels are filled from."""
+    from scipy.ndimage import gaussian_filter
+    if baseline == 'black':
+        return np.zeros_like(X)
+    if baseline == 'mean':
+        mean = X.mean(axis=(0, 2, 3)) if mean is None else np.asarray(mean)
+        return np.broadcast_to(mean.astype(X.dtype)[None, :, None, None],
+                               X.shape).copy()
+    if baseline == 'blur':
+        return gaussian_filter(X, (0, 0, BLUR_SIGMA, BLUR_SIGMA),
+                               mode='nearest').astype(X.dtype)
+    raise ValueError('unknown baseline %r (choose from %s)'
+                     % (baseline, ', '.join(BASELINES)))
+
+
+# ------------------------------------------------------------ deletion, insertion
+
+def step_counts(pixels, steps):
+    return np.round(np.arange(steps + 1) * pixels / float(steps)).astype(int)
+
+
+def perturbation_curves(prob_fn, X, targets, maps, fill, steps=16, seed=0,
+                        chunk=32):
+    """Deletion and insertion curves, (B, steps + 1) each: the target's
+    probability with the k most relevant pixels replaced by `fill`
+    (deletion) or `fill` with them put back (insertion), k = 0, P/steps,
+    ..., P. prob_fn maps float images to (B, K) probabilities."""
+    X = to_float(X)
+    ranks = pixel_ranks(maps, seed).reshape(len(X), 1, *X.shape[2:])
+    counts = step_counts(ranks[0].size, steps)
+    deletion = np.empty((len(X), steps + 1))
+    insertion = np.empty_like(deletion)
+    for i in range(0, len(X), chunk):
+        x, f, r = X[i:i + chunk], fill[i:i + chunk], ranks[i:i + chunk]
+        gone = r[None] < counts[:, None, None, None, None]  # (S+1, b, 1, R, C)
+        batch = np.concatenate([np.where(gone, f, x), np.where(gone, x, f)])
+        prob = prob_fn(batch.reshape((-1,) + X.shape[1:]))
+        prob = prob.reshape(2, steps + 1, len(x), -1)
+        picked = prob[:, :, np.arange(len(x)), targets[i:i + chunk]]
+        deletion[i:i + chunk] = picked[0].T
+        insertion[i:i + chunk] = picked[1].T
+    return deletion, insertion
+
+
+def area(curves):
+    """Trapezoid area under curves sampled evenly on [0, 1]."""
+    curves = np.asarray(curves, np.float64)
+    steps = curves.shape[-1] - 1
+    return (curves.sum(axis=-1) - 0.5 * (curves[..., 0] + curves[..., -1])
+            ) / steps
+
+
+# ------------------------------------------------------------ ROAD
+
+def _weight_sums(rows, cols):
+    total = np.zeros((rows, cols))
+    r, c = np.mgrid[:rows, :cols]
+    for dr, dc, w in NEIGHBOURS:
+        total += w * ((r + dr >= 0) & (r + dr < rows) & (c + dc >= 0)
+                      & (c + dc < cols))
+    return total
+
+
+def imputation_system(images, removed):
+    """The linear system of noisy linear imputation without the noise, for
+    images (M, D, R, C) and their removed pixels (M, R, C) at once (one
+    block per image): (A sparse (n, n), b (n, D), flat indices (n,) of the
+    removed pixels into (M, R, C)) such that A x = b gives the removed
+    pixels' values, one column per channel. One system for many images
+    costs one factorisation instead of many small ones."""
+    from scipy import sparse
+    M, D, R, C = images.shape
+    unknown = np.flatnonzero(np.asarray(removed).ravel())
+    n = len(unknown)
+    index = np.full(M * R * C, -1)
+    index[unknown] = np.arange(n)
+    m, r, c = np.unravel_index(unknown, (M, R, C))
+    norm = _weight_sums(R, C)[r, c]
+    pixels = images.transpose(0, 2, 3, 1).reshape(-1, D)
+    rows, cols, vals = [np.arange(n)], [np.arange(n)], [np.ones(n)]
+    b = np.zeros((n, D))
+    for dr, dc, w in NEIGHBOURS:
+        rr, cc = r + dr, c + dc
+        inside = np.flatnonzero((rr >= 0) & (rr < R) & (cc >= 0) & (cc < C))
+        q = (m[inside] * R + rr[inside]) * C + cc[inside]
+        weight = w / norm[inside]
+        j = index[q]
+        free = j >= 0
+        rows.append(inside[free])
+        cols.append(j[free])
+        vals.append(-weight[free])
+        # each removed pixel has at most one neighbour per offset
+        b[inside[~free]] += weight[~free, None] * pixels[q[~free]]
+    A = sparse.csc_matrix((np.concatenate(vals),
+                           (np.concatenate(rows), np.concatenate(cols))),
+                          shape=(n, n))
+    return A, b, unknown
+
+
+def impute(images, removed, noise=ROAD_NOISE, rng=None):
+    """images (M, D, R, C) with their `removed` (M, R, C) pixels filled by
+    noisy linear imputation, clipped to [0, 1]. Solvable whenever each
+    image keeps a pixel: every connected group of removed pixels then
+    borders a kept one, which makes the matrix irreducibly diagonally
+    dominant."""
+    from scipy.sparse.linalg import splu
+    images = np.asarray(images)
+    A, b, unknown = imputation_system(images, removed)
+    M, D, R, C = images.shape
+    pixels = images.transpose(0, 2, 3, 1).reshape(-1, D).astype(np.float64)
+    if len(unknown):
+        # Row-major order keeps the matrix banded (a removed pixel's
+        # neighbours are at most one image row away): measured faster than
+        # SuperLU's fill-reducing orderings for 32x32 images.
+        x = splu(A, permc_spec='NATURAL').solve(b)
+        if noise:
+            x += (rng or np.random.RandomState(0)).normal(0, noise, x.shape)
+        pixels[unknown] = x
+    out = pixels.reshape(M, R, C, D).transpose(0, 3, 1, 2)
+    return np.clip(out, 0, 1).astype(images.dtype)
+
+
+def road(predict_fn, X, targets, maps, fractions=ROAD_FRACTIONS,
+         noise=ROAD_NOISE, seed=0):
+    """(MoRF, LeRF): (B, F) booleans, whether the model still gives the
+    target class after the given fractions of the most (least) relevant
+    pixels were imputed. predict_fn maps float images to (B, K) scores."""
+    X = to_float(X)
+    ranks = pixel_ranks(maps, seed).reshape(len(X), *X.shape[2:])
+    pixels = ranks[0].size
+    rng = np.random.RandomState(seed)
+    kept = []
+    for most_first in (True, False):
+        imputed = np.empty((len(fractions),) + X.shape, X.dtype)
+        for k, fraction in enumerate(fractions):
+            count = int(round(fraction * pixels))
+            removed = (ranks < count if most_first
+                       else ranks >= pixels - count)
+            imputed[k] = impute(X, removed, noise, rng)
+        scores = predict_fn(imputed.reshape((-1,) + X.shape[1:]))
+        predicted = scores.argmax(axis=1).reshape(len(fractions), len(X))
+        kept.append((predicted == np.asarray(targets)[None]).T)
+    return tuple(kept)
+
+
+# ------------------------------------------------------------ randomisation
+
+def layer_blocks(net):
+    """[(name, params)] of the layers with weights, top (output) first; a
+    convolution and its batch norm are one block (conv3, conv3_bn). The
+    CNN's pixel mean is not learned by gradient and stays."""
+    import lasagne
+    from .layers import PixelMeanLayer
+    blocks = {}
+    for layer in lasagne.layers.get_all_layers(net['prob']):
+        params = layer.get_params()
+        if params and not isinstance(layer, PixelMeanLayer):
+            key = (layer.name or 'layer%d' % len(blocks)).split('_bn')[0]
+            blocks.setdefault(key, []).extend(params)
+    return list(reversed(list(blocks.items())))
+
+
+def spearman(a, b):
+    """Spearman rank correlation of each pair of maps (B,), 0 where either
+    map is constant."""
+    from scipy.stats import rankdata
+    ra = rankdata(np.asarray(a).reshape(len(a), -1), axis=1)
+    rb = rankdata(np.asarray(b).reshape(len(b), -1), axis=1)
+    ra -= ra.mean(axis=1, keepdims=True)
+    rb -= rb.mean(axis=1, keepdims=True)
+    denom = np.sqrt((ra ** 2).sum(axis=1) * (rb ** 2).sum(axis=1))
+    with np.errstate(invalid='ignore', divide='ignore'):
+        rho = (ra * rb).sum(axis=1) / denom
+    return np.where(denom > 0, rho, 0.0)
+
+
+def randomisation_check(attribution, fresh_net, X, targets, methods,
+                        progress=None):
+    """Cascading model randomisation. `fresh_net` is a newly initialised
+    network of the same architecture (its values are the re-initialised
+    weights). Returns (block names, {method: (blocks, B) Spearman}). The
+    trained weights are restored afterwards, also on an error."""
+    import lasagne
+    net = attribution.net
+    trained = lasagne.layers.get_all_params(net['prob'])
+    fresh = dict(zip(trained, lasagne.layers.get_all_param_values(
+        fresh_net['prob'])))
+    saved = [p.get_value() for p in trained]
+    reference = {m: attribution.maps(m, X, targets) for m in methods}
+    blocks = layer_blocks(net)
+    rho = {m: np.empty((len(blocks), len(X))) for m in methods}
+    try:
+        for k, (name, params) in enumerate(blocks):
+            for p in params:
+                p.set_value(fresh[p])
+            for m in methods:
+                rho[m][k] = spearman(reference[m],
+                                     attribution.maps(m, X, targets))
+            if progress:
+                progress(k + 1, len(blocks))
+    finally:
+        for p, v in zip(trained, saved):
+            p.set_value(v)
+    return [name for name, _ in blocks], rho
+
+
+# ------------------------------------------------------------ one model
+
+class Progress(object):
+    """One line on stderr, rewritten in place."""
+
+    def __init__(self, stream=sys.stderr):
+        self.stream, self.t0, self.width = stream, time.time(), 0
+
+    def __call__(self, text):
+        line = '[%5.0f s] %s' % (time.time() - self.t0, text)
+        self.stream.write('\r' + line.ljust(self.width))
+        self.stream.flush()
+        self.width = len(line)
+
+    def done(self):
+        self.stream.write('\n')
+        self.stream.flush()
+
+
+def evaluate_model(attribution, X, targets, methods, baseline='blur',
+                   steps=16, fill_mean=None, randomisation_images=50,
+                   fresh_net=None, seed=0, progress=None, chunk=32):
+    """Every metric for every method on one model. Returns a dict:
+    per method, the per-image arrays 'deletion', 'insertion' (B, steps+1),
+    'deletion_auc', 'insertion_auc' (B,), 'road_morf', 'road_lerf' (B, F),
+    for IG 'ig_completeness' (B,); 'randomisation' {method: (L, M)} with
+    'layers'; and 'seconds' {(method, part): time}."""
+    progress = progress or (lambda text: None)
+    X = to_float(X)
+    fill = baseline_images(X, baseline, fill_mean)
+    prob_fn = lambda x: attribution.scores(x)[1]  # noqa: E731
+    score_fn = lambda x: attribution.scores(x)[0]  # noqa: E731
+    out, seconds = {}, {}
+    for m in methods:
+        r, parts = {}, []
+        for i in range(0, len(X), chunk):
+            sl = slice(i, i + chunk)
+            progress('%s: %d/%d images' % (m, i, len(X)))
+            t0 = time.time()
+            if m == 'integrated-gradients':
+                maps, error = attribution.integrated_gradients(X[sl],
+                                                               targets[sl])
+                parts.append({'ig_completeness': error})
+            else:
+                maps = attribution.maps(m, X[sl], targets[sl])
+                parts.append({})
+            t1 = time.time()
+            d, ins = perturbation_curves(prob_fn, X[sl], targets[sl], maps,
+                                         fill[sl], steps, seed)
+            t2 = time.time()
+            morf, lerf = road(score_fn, X[sl], targets[sl], maps, seed=seed)
+            t3 = time.time()
+            parts[-1].update(deletion=d, insertion=ins, road_morf=morf,
+                             road_lerf=lerf)
+            for part, dt in (('maps', t1 - t0), ('deletion+insertion',
+                                                 t2 - t1), ('road', t3 - t2)):
+                seconds[m, part] = seconds.get((m, part), 0.0) + dt
+        for key in parts[0]:
+            r[key] = np.concatenate([p[key] for p in parts])
+        r['deletion_auc'] = area(r['deletion'])
+        r['insertion_auc'] = area(r['insertion'])
+        out[m] = r
+    if randomisation_images and fresh_net is not None:
+        M = min(randomisation_images, len(X))
+        t0 = time.time()
+        layers, rho = randomisation_check(
+            attribution, fresh_net, X[:M], targets[:M], methods,
+            lambda k, n: progress('randomisation: %d/%d layers' % (k, n)))
+        seconds['all', 'randomisation'] = time.time() - t0
+        out['layers'], out['randomisation'] = layers, rho
+    out['seconds'] = seconds
+    return out
+
+
+# ------------------------------------------------------------ the command
+
+# (column, per-image key, what is better) of the summary table
+METRICS = (('deletion AUC', 'deletion_auc', 'lower'),
+           ('insertion AUC', 'insertion_auc', 'higher'),
+           ('ROAD MoRF', 'road_morf', 'lower'),
+           ('ROAD LeRF', 'road_lerf', 'higher'),
+           ('rand. top layer', 'rand_top', 'nearer 0'),
+           ('rand. all layers', 'rand_all', 'nearer 0'))
+
+
+def choose_images(total, count, seed=0):
+    """The same test images for every model: a seeded random `count` of
+    the `total`, in test-set order, correctly classified or not."""
+    return np.sort(np.random.RandomState(seed).permutation(total)[:count])
+
+
+def fresh_network(meta, seed=0):
+    """A newly initialised network of a saved model's architecture: the
+    re-initialised weights of the randomisation check."""
+    import lasagne
+    from .models import build_model
+    previous = lasagne.random.get_rng()
+    lasagne.random.set_rng(np.random.RandomState(seed))
+    try:
+        return build_model(meta['model'], len(meta['classes']),
+                           tuple(meta['input_shape']))
+    finally:
+        lasagne.random.set_rng(previous)
+
+
+def per_image(result, method):
+    """{key: (B,) per-image number} of one method, as the table uses."""
+    r = result[method]
+    out = {key: np.asarray(r[key], np.float64).reshape(len(r[key]), -1)
+           .mean(axis=1) for _, key, _ in METRICS if key in r}
+    if 'randomisation' in result:
+        out['rand_top'] = result['randomisation'][method][0]
+        out['rand_all'] = result['randomisation'][method][-1]
+    return out
+
+
+def mean_se(values):
+    values = np.asarray(values, np.float64)
+    se = values.std(ddof=1) / np.sqrt(len(values)) if len(values) > 1 \
+        else float('nan')
+    return values.mean(), se
+
+
+def evaluate(models, X, y, methods=None, images=1000, target='predicted',
+             baseline='blur', steps=16, ig_steps=32, randomisation_images=50,
+             seed=0, progress=None):
+    """Every applicable method of every model on the same images.
+    models: [(tag, net, meta)]. Returns (chosen indices, {tag: result})
+    where each result has evaluate_model's keys plus 'predicted',
+    'targets', 'correct' (B,)."""
+    chosen = choose_images(len(X), images, seed)
+    X, y = to_float(X[chosen]), np.asarray(y)[chosen].astype(np.int32)
+    fill_mean = X.mean(axis=(0, 2, 3))
+    results = {}
+    for tag, net, meta in models:
+        a = attr.Attribution(net, ig_steps=ig_steps, seed=seed, name=tag)
+        use = [m for m in (methods or a.methods) if m in a.methods]
+        predicted = a.scores(X)[0].argmax(axis=1).astype(np.int32)
+        targets = predicted if target == 'predicted' else y
+        say = (lambda text, tag=tag: progress('%s: %s' % (tag, text))) \
+            if progress else None
+        t0 = time.time()
+        r = evaluate_model(a, X, targets, use, baseline, steps, fill_mean,
+                           randomisation_images, fresh_network(meta, seed),
+                           seed, say)
+        r.update(predicted=predicted, targets=targets,
+                 correct=predicted == y, methods=use,
+                 total_seconds=time.time() - t0)
+        results[tag] = r
+    return chosen, y, results
+
+
+def _cell(values, digits=3):
+    mean, se = mean_se(values)
+    return '%.*f ± %.*f' % (digits, mean, digits, se)
+
+
+def write_results(out_dir, chosen, labels, results, settings):
+    """faithfulness.md, faithfulness.csv, randomisation.csv, curves.png and
+    .pdf, per_image.npz under out_dir. Returns the paths."""
+    os.makedirs(out_dir, exist_ok=True)
+    paths = [os.path.join(out_dir, name) for name in (
+        'faithfulness.md', 'faithfulness.csv', 'randomisation.csv',
+        'curves.png', 'curves.pdf', 'per_image.npz')]
+    md, table_csv, rand_csv, png, pdf, npz = paths
+
+    with open(table_csv, 'w', newline='') as f:
+        w = csv.writer(f)
+        w.writerow(['model', 'method', 'images'] + [
+            '%s %s' % (key, s) for _, key, _ in METRICS
+            for s in ('mean', 'se')])
+        for tag, r in results.items():
+            for m in r['methods']:
+                nums = per_image(r, m)
+                w.writerow([tag, m, len(r['targets'])] + [
+                    '%.6g' % v for _, key, _ in METRICS
+                    for v in (mean_se(nums[key]) if key in nums
+                              else ('', ''))])
+    with open(rand_csv, 'w', newline='') as f:
+        w = csv.writer(f)
+        w.writerow(['model', 'method', 'layers re-initialised',
+                    'top layer re-initialised last', 'spearman mean',
+                    'spearman se', 'images'])
+        for tag, r in results.items():
+            for m in r['methods'] if 'randomisation' in r else ():
+                for k, layer in enumerate(r['layers']):
+                    mean, se = mean_se(r['randomisation'][m][k])
+                    w.writerow([tag, m, k + 1, layer, '%.6g' % mean,
+                                '%.6g' % se, r['randomisation'][m].shape[1]])
+
+    arrays = {'image_index': chosen, 'labels': labels}
+    for tag, r in results.items():
+        for key in ('predicted', 'targets', 'correct'):
+            arrays['%s__%s' % (tag, key)] = r[key]
+        if 'layers' in r:
+            arrays['%s__layers' % tag] = np.array(r['layers'])
+        for m in r['methods']:
+            for key, value in r[m].items():
+                arrays['%s__%s__%s' % (tag, m, key)] = value
+            if 'randomisation' in r:
+                arrays['%s__%s__randomisation' % (tag, m)] = \
+                    r['randomisation'][m]
+    np.savez_compressed(npz, **arrays)
+
+    plot_curves(results, settings, (png, pdf))
+    with open(md, 'w') as f:
+        f.write(markdown(results, settings))
+    return paths
+
+
+def markdown(results, settings):
+    s = settings
+    lines = ['# Faithfulness of the attribution maps', '',
+             'Command: `%s`' % s['command'], '',
+             '%d test images of %s, a seeded random choice (seed %d), the '
+             'same for every model, correctly and incorrectly classified '
+             'alike. Target class: the %s. Deletion and insertion: %d '
+             'steps, removed pixels filled with the %s baseline. ROAD: 10%%'
+             '..90%% of the pixels, noisy linear imputation (noise sd %.2g). '
+             'Integrated Gradients: %d steps. Randomisation: the first %d '
+             'of the images, cascading from the top layer. Mean ± standard '
+             'error over images.'
+             % (s['images'], s['data'], s['seed'],
+                'predicted class' if s['target'] == 'predicted'
+                else 'true label', s['steps'], s['baseline'], ROAD_NOISE,
+                s['ig_steps'], s['randomisation_images']), '']
+    for tag, r in results.items():
+        lines.append('- %s: %d of the %d images classified correctly; '
+                     '%.0f s' % (tag, r['correct'].sum(), len(r['correct']),
+                                 r['total_seconds']))
+    lines += ['', '| model | method | ' + ' | '.join(
+        '%s (%s better)' % (name, better) for name, _, better in METRICS)
+        + ' |', '|---|---|' + '---:|' * len(METRICS)]
+    for tag, r in results.items():
+        for m in r['methods']:
+            nums = per_image(r, m)
+            lines.append('| %s | %s | %s |' % (tag, m, ' | '.join(
+                _cell(nums[key], 2 if key.startswith('road') else 3)
+                if key in nums else '-' for _, key, _ in METRICS)))
+    lines += ['', 'ROAD: the fraction of images still given the target '
+              'class, averaged over the nine fractions. rand.: Spearman '
+              'rank correlation of the maps with the trained model\'s after '
+              're-initialising the top layer, and all layers '
+              '(randomisation.csv has every layer).', '']
+    for tag, r in results.items():
+        if 'integrated-gradients' in r['methods']:
+            ig = r['integrated-gradients']
+            lines.append('%s: Integrated Gradients completeness error '
+                         '|sum of map - (score - score(black))|: mean %.3g '
+                         '(median %.3g)' % (
+                             tag, np.abs(ig['ig_completeness']).mean(),
+                             np.median(np.abs(ig['ig_completeness']))))
+    lines += ['', 'Seconds spent per image (this run, this machine):', '',
+              '| model | method | maps | deletion+insertion | ROAD |',
+              '|---|---|---:|---:|---:|']
+    for tag, r in results.items():
+        n = float(len(r['targets']))
+        for m in r['methods']:
+            lines.append('| %s | %s | %s |' % (tag, m, ' | '.join(
+                '%.4f' % (r['seconds'].get((m, part), 0) / n)
+                for part in ('maps', 'deletion+insertion', 'road'))))
+        if ('all', 'randomisation') in r['seconds']:
+            lines.append('| %s | randomisation (all methods, per image of '
+                         'its %d) | | | %.3f |' % (
+                             tag, r['randomisation'][r['methods'][0]].shape[1],
+                             r['seconds']['all', 'randomisation']
+                             / r['randomisation'][r['methods'][0]].shape[1]))
+    lines += ['', 'Curves: curves.png / curves.pdf; per-image numbers: '
+              'per_image.npz (keys MODEL__METHOD__METRIC).', '']
+    return '\n'.join(lines)
+
+
+def plot_curves(results, settings, paths):
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    tags = list(results)
+    fig, axes = plt.subplots(len(tags), 4, figsize=(16, 3.6 * len(tags)),
+                             squeeze=False)
+    for row, tag in zip(axes, tags):
+        r = results[tag]
+        for m in r['methods']:
+            colour = 'C%d' % attr.METHODS.index(m)
+            x = np.linspace(0, 1, r[m]['deletion'].shape[1])
+            row[0].plot(x, r[m]['deletion'].mean(axis=0), color=colour,
+                        label=m)
+            row[1].plot(x, r[m]['insertion'].mean(axis=0), color=colour)
+            row[2].plot(ROAD_FRACTIONS, r[m]['road_morf'].mean(axis=0),
+                        color=colour)
+            row[2].plot(ROAD_FRACTIONS, r[m]['road_lerf'].mean(axis=0),
+                        color=colour, linestyle='--')
+            if 'randomisation' in r:
+                rho = r['randomisation'][m].mean(axis=1)
+                row[3].plot(np.arange(len(rho) + 1),
+                            np.concatenate([[1.0], rho]), color=colour,
+                            marker='.')
+        row[0].set_title('%s: deletion (%s fill)' % (tag, settings['baseline']))
+        row[1].set_title('%s: insertion' % tag)
+        row[2].set_title('%s: ROAD, MoRF solid, LeRF dashed' % tag)
+        row[3].set_title('%s: cascading randomisation' % tag)
+        for ax in row[:2]:
+            ax.set_xlabel('fraction of pixels removed / inserted')
+            ax.set_ylabel('target-class probability')
+        row[2].set_xlabel('fraction of pixels imputed')
+        row[2].set_ylabel('fraction still given the target')
+        row[3].set_xlabel('layers re-initialised (from the top)')
+        row[3].set_ylabel('Spearman with trained maps')
+        if 'layers' in r:
+            row[3].set_xticks(np.arange(len(r['layers']) + 1))
+            row[3].set_xticklabels([''] + r['layers'], rotation=90,
+                                   fontsize=7)
+        row[0].legend(fontsize=8)
+    fig.tight_layout()
+    for path in paths:
+        fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def model_tag(path, taken):
+    """A short name for a model file: its folder for .../model.npz."""
+    stem = os.path.splitext(os.path.basename(path))[0]
+    folder = os.path.basename(os.path.dirname(os.path.abspath(path)))
+    tag = folder if stem in ('model', 'checkpoint') and folder else stem
+    count = sum(1 for t in taken if t == tag or t.startswith(tag + '-'))
+    return tag if not count else '%s-%d' % (tag, count + 1)
+
+
+def run(model_paths, data_override=None, out_dir='results/faithfulness',
+        methods=None, command='', **options):
+    """The `faithfulness` command: load the models, check every request
+    before any work, evaluate, write. options: evaluate()'s keywords."""
+    from . import checkpoint, train
+    models, tags = [], []
+    for path in model_paths:
+        net, meta, _ = checkpoint.load(path)
+        tags.append(model_tag(path, tags))
+        for m in methods or ():
+            attr.check_method(net, m, '%s (a %s model)'
+                              % (path, meta['model']))
+        models.append((tags[-1], net, meta))
+    first = models[0][2]
+    for tag, _, meta in models[1:]:
+        if (list(meta['classes']) != list(first['classes'])
+                or list(meta['input_shape']) != list(first['input_shape'])):
+            raise attr.AttributionError(
+                '%s and %s do not share classes and input shape; evaluate '
+                'them separately' % (tags[0], tag))
+    X, y = train.load_test_data(first, data_override)
+    if X.shape[1:] != tuple(first['input_shape']):
+        raise attr.AttributionError(
+            'the test images are %s but the models take %s (give '
+            '--image-size to resize them)'
+            % ('x'.join(map(str, X.shape[1:])),
+               'x'.join(map(str, first['input_shape']))))
+    progress = Progress()
+    try:
+        chosen, labels, results = evaluate(models, X, y, methods,
+                                           progress=progress, **options)
+    finally:
+        progress.done()
+    settings = dict(options, command=command, images=len(chosen),
+                    data=(data_override or first['config'])['data'])
+    for key, default in (('target', 'predicted'), ('baseline', 'blur'),
+                         ('steps', 16), ('ig_steps', 32),
+                         ('randomisation_images', 50), ('seed', 0)):
+        settings.setdefault(key, default)
+    settings['randomisation_images'] = min(settings['randomisation_images'],
+                                           len(chosen))
+    return write_results(out_dir, chosen, labels, results, settings)
