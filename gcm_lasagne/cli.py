@@ -134,23 +134,28 @@ def build_parser():
     fa = sub.add_parser('faithfulness', help='deletion, insertion, ROAD and '
                         'the randomisation check of the attribution maps')
     fa.add_argument('checkpoints', nargs='+', metavar='MODEL.npz')
-    fa.add_argument('--images', type=positive_int, default=1000,
-                    help='test images, the same for every model')
+    fa.set_defaults(**faithfulness.DEFAULTS)
+    fa.add_argument('--images', type=positive_int,
+                    help='test images, the same for every model '
+                         '(%(default)s)')
     fa.add_argument('--methods', nargs='+', metavar='METHOD',
                     help='default: all that apply to each model, of: %s'
                          % ' '.join(attribution.METHODS))
     fa.add_argument('--target', choices=('predicted', 'true'),
-                    default='predicted', help='the class explained')
+                    help='the class explained (%(default)s)')
     fa.add_argument('--baseline', choices=faithfulness.BASELINES,
-                    default='blur', help='fill of deleted pixels')
-    fa.add_argument('--steps', type=positive_int, default=16,
-                    help='deletion/insertion steps')
-    fa.add_argument('--ig-steps', type=positive_int, default=32)
-    fa.add_argument('--randomisation-images', type=int, default=50,
-                    metavar='N', help='images for the randomisation check '
-                                      '(0: skip it)')
-    fa.add_argument('--seed', type=int, default=0)
-    fa.add_argument('--out', default=os.path.join('results', 'faithfulness'))
+                    help='fill of deleted pixels (%(default)s)')
+    fa.add_argument('--steps', type=positive_int,
+                    help='deletion/insertion steps (%(default)s)')
+    fa.add_argument('--ig-steps', type=positive_int,
+                    help='Integrated Gradients steps (%(default)s)')
+    fa.add_argument('--randomisation-images', type=int, metavar='N',
+                    help='images for the randomisation check '
+                         '(%(default)s; 0: skip it)')
+    fa.add_argument('--seed', type=int, help='of the image choice, the '
+                    'random map, ties and ROAD noise (%(default)s)')
+    fa.add_argument('--out', default=os.path.join('results', 'faithfulness'),
+                    help='(%(default)s)')
     add_data_options(fa, default=None)
 
     tb = sub.add_parser('table3', help='Table 3 from the runs that exist')
@@ -220,9 +225,7 @@ def cmd_faithfulness(args):
     paths = faithfulness.run(
         args.checkpoints, data_override(args), args.out, args.methods,
         command='run_cifar10.py ' + ' '.join(sys.argv[1:]),
-        images=args.images, target=args.target, baseline=args.baseline,
-        steps=args.steps, ig_steps=args.ig_steps,
-        randomisation_images=args.randomisation_images, seed=args.seed)
+        **{k: getattr(args, k) for k in faithfulness.DEFAULTS})
     for path in paths:
         print('wrote', path)
 
