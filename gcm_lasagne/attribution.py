@@ -167,13 +167,15 @@ class Attribution(object):
                 'images are %s but %s takes %s'
                 % ('x'.join(map(str, X.shape[1:])), self.name,
                    'x'.join(map(str, self.input_shape))))
+        if not len(X):
+            raise AttributionError('no images')
         X = to_float(X)
         if targets is None:
             return X
         targets = np.asarray(targets, dtype=np.int32).reshape(-1)
         classes = self.net['class_scores'].output_shape[1]
-        if len(targets) != len(X) or (len(targets) and (
-                targets.min() < 0 or targets.max() >= classes)):
+        if (len(targets) != len(X) or targets.min() < 0
+                or targets.max() >= classes):
             raise AttributionError('need one target class in 0..%d per '
                                    'image' % (classes - 1))
         return X, targets
@@ -182,8 +184,6 @@ class Attribution(object):
         parts = [compute(X[i:i + self.batch_size],
                          targets[i:i + self.batch_size])
                  for i in range(0, len(X), self.batch_size)]
-        if not parts:
-            return np.zeros((0,) + self.input_shape[1:], np.float32)
         if isinstance(parts[0], tuple):
             return tuple(np.concatenate(p) for p in zip(*parts))
         return np.concatenate(parts)

@@ -412,8 +412,9 @@ def mean_se(values):
 def evaluate(models, X, y, methods=None, progress=None, **options):
     """Every applicable method of every model on the same images.
     models: [(tag, net, meta)]. Returns (chosen test-set indices, their
-    labels, {tag: result}), where each result has evaluate_model's keys plus 'predicted',
-    'targets', 'correct' (B,). options: DEFAULTS' keys."""
+    labels, {tag: result}), where each result has evaluate_model's keys
+    plus 'predicted', 'targets', 'correct' (B,). options: DEFAULTS'
+    keys."""
     o = dict(DEFAULTS, **options)
     chosen = choose_images(len(X), o['images'], o['seed'])
     X, y = to_float(X[chosen]), np.asarray(y)[chosen].astype(np.int32)
@@ -459,11 +460,11 @@ def write_results(out_dir, chosen, labels, results, settings):
             for s in ('mean', 'se')])
         for tag, r in results.items():
             for m in r['methods']:
-                nums = per_image(r, m)
-                w.writerow([tag, m, len(r['targets'])] + [
-                    '%.6g' % v for _, key, _ in METRICS
-                    for v in (mean_se(nums[key]) if key in nums
-                              else ('', ''))])
+                nums, row = per_image(r, m), [tag, m, len(r['targets'])]
+                for _, key, _ in METRICS:
+                    row += (['%.6g' % v for v in mean_se(nums[key])]
+                            if key in nums else ['', ''])
+                w.writerow(row)
     with open(rand_csv, 'w', newline='') as f:
         w = csv.writer(f)
         w.writerow(['model', 'method', 'layers re-initialised',
@@ -505,13 +506,14 @@ def markdown(results, settings):
              'alike. Target class: the %s. Deletion and insertion: %d '
              'steps, removed pixels filled with the %s baseline. ROAD: 10%%'
              '..90%% of the pixels, noisy linear imputation (noise sd %.2g). '
-             'Integrated Gradients: %d steps. Randomisation: the first %d '
-             'of the images, cascading from the top layer. Mean ± standard '
-             'error over images.'
+             'Integrated Gradients: %d steps. Randomisation: %s. Mean ± '
+             'standard error over images.'
              % (s['images'], s['data'], s['seed'],
                 'predicted class' if s['target'] == 'predicted'
                 else 'true label', s['steps'], s['baseline'], ROAD_NOISE,
-                s['ig_steps'], s['randomisation_images']), '']
+                s['ig_steps'], 'the first %d of the images, cascading from '
+                'the top layer' % s['randomisation_images']
+                if s['randomisation_images'] else 'skipped'), '']
     for tag, r in results.items():
         lines.append('- %s: %d of the %d images classified correctly; '
                      '%.0f s' % (tag, r['correct'].sum(), len(r['correct']),

@@ -152,3 +152,10 @@ def test_bad_requests_raise_one_line_errors(cnn, method, images, message):
 def test_cam_is_for_the_cnn_only(linear):
     with pytest.raises(attr.AttributionError, match="'cam' needs a network"):
         linear[0].maps('cam', linear[2], np.zeros(5, np.int32))
+
+
+def test_one_target_class_per_image_in_range(cnn):
+    a, X = cnn
+    for targets in ([0, 3, 1, 1], [0, 1]):
+        with pytest.raises(attr.AttributionError, match='in 0..2 per image'):
+            a.maps('gradient', X, targets)

@@ -262,3 +262,29 @@ def test_bad_input_gives_one_line_errors(files, capsys, args, message):
     assert err.startswith('error: ') and err.count('\n') == 1, err
     assert message in err
     assert not os.path.exists(files['out'] + '-x')
+
+
+def test_results_without_the_randomisation_check(tmp_path):
+    rng = np.random.RandomState(0)
+    curves = {k: rng.uniform(size=(4, 5)) for k in ('deletion', 'insertion')}
+    curves.update(deletion_auc=faith.area(curves['deletion']),
+                  insertion_auc=faith.area(curves['insertion']),
+                  road_morf=rng.uniform(size=(4, 9)) < 0.5,
+                  road_lerf=rng.uniform(size=(4, 9)) < 0.5)
+    results = {'m': {'methods': ['random'], 'random': curves,
+                     'predicted': np.zeros(4, np.int32),
+                     'targets': np.zeros(4, np.int32),
+                     'correct': np.array([1, 0, 1, 1], bool),
+                     'seconds': {}, 'total_seconds': 1.0}}
+    settings = dict(faith.DEFAULTS, command='by hand', images=4,
+                    data='made up', randomisation_images=0)
+    faith.write_results(str(tmp_path), np.arange(4), np.zeros(4), results,
+                        settings)
+    with open(tmp_path / 'faithfulness.csv') as f:
+        row = next(csv.DictReader(f))
+    assert row['rand_all mean'] == '' and row['rand_all se'] == ''
+    assert float(row['deletion_auc mean']) == pytest.approx(
+        curves['deletion_auc'].mean())
+    text = (tmp_path / 'faithfulness.md').read_text()
+    assert 'Randomisation: skipped' in text
+    assert '- m: 3 of the 4 images classified correctly' in text
