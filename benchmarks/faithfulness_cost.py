@@ -65,9 +65,10 @@ def main():
         t = a.scores(X)[0].argmax(axis=1).astype(np.int32)
         for method in a.methods:          # compile outside the timing
             a.maps(method, X[:2], t[:2])
-        r = faith.evaluate_model(a, X, t, a.methods, fill_mean=None,
-                                 randomisation_images=args.randomisation_images,
-                                 fresh_net=faith.fresh_network(m, seed=2))
+        r = faith.evaluate_model(
+            a, X, t, a.methods,
+            randomisation_images=args.randomisation_images,
+            fresh_net=faith.fresh_network(m, seed=2))
         per_image = 0.0
         for method in a.methods:
             parts = [r['seconds'][method, part] / len(X)

@@ -82,7 +82,7 @@ def baseline_images(X, baseline, mean=None):
                      % (baseline, ', '.join(BASELINES)))
 
 
-# ------------------------------------------------------------ deletion, insertion
+# ------------------------------------------------- deletion, insertion
 
 def step_counts(pixels, steps):
     return np.round(np.arange(steps + 1) * pixels / float(steps)).astype(int)

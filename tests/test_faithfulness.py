@@ -22,7 +22,7 @@ from test_attribution import SAMPLES, SHIPPED, linear_net
 CLASSES = ['dark', 'light']
 
 
-# ------------------------------------------------------------ deletion, insertion
+# ------------------------------------------------- deletion, insertion
 
 @pytest.fixture(scope='module')
 def linear():
