@@ -15,7 +15,6 @@ randomisation images, which do not grow with --images); reading the test
 images is not included.
 """
 import argparse
-import glob
 import os
 import sys
 import time
@@ -27,11 +26,10 @@ sys.path.insert(0, ROOT)
 
 import gcm_lasagne  # noqa: E402,F401  (configures Theano)
 from gcm_lasagne import attribution as attr  # noqa: E402
-from gcm_lasagne import checkpoint, train, visualize  # noqa: E402
+from gcm_lasagne import checkpoint, shipped, train  # noqa: E402
+from gcm_lasagne.images import read_images  # noqa: E402
 from gcm_lasagne import faithfulness as faith  # noqa: E402
 
-SHIPPED = os.path.join(ROOT, 'models', 'gcm-cifar10jpeg-15ep', 'model.npz')
-SAMPLES = os.path.join(ROOT, 'samples', 'cifar10-test')
 
 
 def loadavg():
@@ -47,13 +45,12 @@ def main():
     p.add_argument('--randomisation-images', type=int, default=10)
     args = p.parse_args()
 
-    net, meta, _ = checkpoint.load(SHIPPED)
+    net, meta, _ = checkpoint.load(shipped.model_path())
     if args.data:
         X, _ = train.load_test_data(meta, dict(data=args.data))
         X = X[faith.choose_images(len(X), args.images)]
     else:
-        paths = sorted(glob.glob(os.path.join(SAMPLES, '*', '*.jpg')))
-        X = visualize.load_images(paths, meta['input_shape'])[0]
+        X = read_images(shipped.sample_paths(), meta['input_shape'])
     cnn_meta = dict(meta, model='cnn')
     models = [('gcm', net, meta),
               ('cnn', faith.fresh_network(cnn_meta, seed=1), cnn_meta)]

@@ -39,7 +39,8 @@ import zlib
 
 import numpy as np
 
-from .data import to_float
+from .batches import to_float
+from .errors import InputError
 
 GCM_METHODS = ('ccm', 'cwm')
 ANY_METHODS = ('gradient', 'gradient-x-input', 'integrated-gradients',
@@ -48,7 +49,7 @@ CNN_METHODS = ('cam', 'grad-cam')
 METHODS = GCM_METHODS + ANY_METHODS + CNN_METHODS
 
 
-class AttributionError(ValueError):
+class AttributionError(InputError):
     """A one-line reason why a map cannot be made (unknown method, a method
     the model does not have, images of the wrong shape)."""
 

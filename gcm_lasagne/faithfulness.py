@@ -37,7 +37,7 @@ import time
 import numpy as np
 
 from . import attribution as attr
-from .data import to_float
+from .batches import to_float
 
 BASELINES = ('black', 'mean', 'blur')
 # The command's defaults. The randomisation check recomputes every map
@@ -638,12 +638,6 @@ def run(model_paths, data_override=None, out_dir='results/faithfulness',
                 '%s and %s do not share classes and input shape; evaluate '
                 'them separately' % (tags[0], tag))
     X, y = train.load_test_data(first, data_override)
-    if X.shape[1:] != tuple(first['input_shape']):
-        raise attr.AttributionError(
-            'the test images are %s but the models take %s (give '
-            '--image-size to resize them)'
-            % ('x'.join(map(str, X.shape[1:])),
-               'x'.join(map(str, first['input_shape']))))
     progress = Progress()
     try:
         chosen, labels, results = evaluate(models, X, y, methods,

@@ -2,9 +2,6 @@
 a linear model, the shipped GCM's completeness identity, CAM against
 Grad-CAM on an untrained CNN baseline. Each model's functions compile once
 per module (module-scoped fixtures)."""
-import glob
-import os
-
 import numpy as np
 import pytest
 
@@ -14,13 +11,9 @@ from lasagne.layers import DenseLayer, InputLayer, NonlinearityLayer
 from lasagne.nonlinearities import identity, softmax
 
 from gcm_lasagne import attribution as attr
-from gcm_lasagne import checkpoint, visualize
+from gcm_lasagne import checkpoint, shipped
+from gcm_lasagne.images import read_images
 from gcm_lasagne.models import build_cnn
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SHIPPED = os.path.join(ROOT, 'models', 'gcm-cifar10jpeg-15ep', 'model.npz')
-SAMPLES = os.path.join(ROOT, 'samples', 'cifar10-test')
-
 
 def linear_net(shape=(3, 4, 4), seed=0):
     """Class 0's score is w . x + 0.3, class 1's is 0: the true attribution
@@ -45,10 +38,9 @@ def linear():
 
 
 @pytest.fixture(scope='module')
-def shipped():
-    net, meta, _ = checkpoint.load(SHIPPED)
-    paths = sorted(glob.glob(os.path.join(SAMPLES, '*', '*.jpg')))
-    X, _ = visualize.load_images(paths[::3], meta['input_shape'])
+def gcm():
+    net, meta, _ = checkpoint.load(shipped.model_path())
+    X = read_images(shipped.sample_paths()[::3], meta['input_shape'])
     return attr.Attribution(net, name='the shipped GCM'), X
 
 
@@ -60,9 +52,9 @@ def cnn():
     return attr.Attribution(net, name='the CNN'), X
 
 
-def test_methods_that_apply(linear, shipped, cnn):
+def test_methods_that_apply(linear, gcm, cnn):
     assert linear[0].methods == attr.ANY_METHODS
-    assert shipped[0].methods == attr.GCM_METHODS + attr.ANY_METHODS
+    assert gcm[0].methods == attr.GCM_METHODS + attr.ANY_METHODS
     assert cnn[0].methods == attr.ANY_METHODS + attr.CNN_METHODS
 
 
@@ -96,8 +88,8 @@ def test_random_map_depends_on_the_image_and_seed_only(linear):
     assert not np.array_equal(reseeded, once)
 
 
-def test_gcm_ccm_sums_to_pixels_channels_times_the_class_score(shipped):
-    a, X = shipped
+def test_gcm_ccm_sums_to_pixels_channels_times_the_class_score(gcm):
+    a, X = gcm
     scores = a.scores(X)[0]
     for targets in (scores.argmax(axis=1), np.arange(len(X)) % 10):
         ccm = a.maps('ccm', X, targets).astype(np.float64)

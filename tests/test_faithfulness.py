@@ -2,7 +2,6 @@
 by hand, the randomisation check on the shipped GCM, and the
 `faithfulness` command with its one-line errors."""
 import csv
-import glob
 import os
 
 import numpy as np
@@ -13,11 +12,12 @@ import gcm_lasagne  # noqa: F401  (configures Theano)
 import lasagne
 
 from gcm_lasagne import attribution as attr
-from gcm_lasagne import checkpoint, cli, train, visualize
+from gcm_lasagne import checkpoint, cli, shipped, train
+from gcm_lasagne.images import read_images
 from gcm_lasagne import faithfulness as faith
 from gcm_lasagne.models import build_model
 
-from test_attribution import SAMPLES, SHIPPED, linear_net
+from test_attribution import linear_net
 
 CLASSES = ['dark', 'light']
 
@@ -153,15 +153,14 @@ def test_spearman():
 
 
 @pytest.fixture(scope='module')
-def shipped():
-    net, meta, _ = checkpoint.load(SHIPPED)
-    paths = sorted(glob.glob(os.path.join(SAMPLES, '*', '*.jpg')))
-    X, _ = visualize.load_images(paths[::6], meta['input_shape'])
+def gcm():
+    net, meta, _ = checkpoint.load(shipped.model_path())
+    X = read_images(shipped.sample_paths()[::6], meta['input_shape'])
     return attr.Attribution(net, ig_steps=4), meta, X
 
 
-def test_randomisation_lowers_every_weight_dependent_method(shipped):
-    a, meta, X = shipped
+def test_randomisation_lowers_every_weight_dependent_method(gcm):
+    a, meta, X = gcm
     t = a.scores(X)[0].argmax(axis=1)
     before = {m: a.maps(m, X, t) for m in a.methods}
     layers, rho = faith.randomisation_check(
@@ -249,7 +248,8 @@ def test_command_writes_tables_curves_and_per_image_numbers(files, capsys):
     (['{cnn}', '--methods', 'ccm'], "method 'ccm' needs a GCM model"),
     (['{cnn}', '--methods', 'gradient', 'sharpness'],
      "unknown method 'sharpness'"),
-    (['{gcm12}'], 'the test images are 3x8x8 but the models take 3x12x12'),
+    (['{gcm12}'], 'the test images are (3, 8, 8) (channels, rows, cols), '
+                  'the model takes (3, 12, 12)'),
     (['{cnn}', '--data', '{no_test}'], 'no folder'),
 ])
 def test_bad_input_gives_one_line_errors(files, capsys, args, message):
