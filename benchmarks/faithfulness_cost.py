@@ -10,14 +10,13 @@ metrics does not depend on the weights). Compiles are done before timing.
 Run it on an idle machine: the load average (/proc/loadavg) is printed
 before and after, and a load above the number of cores means the numbers
 are not clean. The extrapolation assumes the defaults of the command
-(faithfulness.DEFAULTS: 16 deletion steps, 32 IG steps, 25
+(faithfulness_run.DEFAULTS: 16 deletion steps, 32 IG steps, 25
 randomisation images, which do not grow with --images); reading the test
 images is not included.
 """
 import argparse
 import os
 import sys
-import time
 
 import numpy as np
 
@@ -28,7 +27,8 @@ import gcm_lasagne  # noqa: E402,F401  (configures Theano)
 from gcm_lasagne import attribution as attr  # noqa: E402
 from gcm_lasagne import checkpoint, shipped, train  # noqa: E402
 from gcm_lasagne.images import read_images  # noqa: E402
-from gcm_lasagne import faithfulness as faith  # noqa: E402
+from gcm_lasagne import faithfulness as faith
+from gcm_lasagne import faithfulness_run as faith_run  # noqa: E402
 
 
 
@@ -48,7 +48,7 @@ def main():
     net, meta, _ = checkpoint.load(shipped.model_path())
     if args.data:
         X, _ = train.load_test_data(meta, dict(data=args.data))
-        X = X[faith.choose_images(len(X), args.images)]
+        X = X[faith_run.choose_images(len(X), args.images)]
     else:
         X = read_images(shipped.sample_paths(), meta['input_shape'])
     cnn_meta = dict(meta, model='cnn')
@@ -62,7 +62,7 @@ def main():
         t = a.scores(X)[0].argmax(axis=1).astype(np.int32)
         for method in a.methods:          # compile outside the timing
             a.maps(method, X[:2], t[:2])
-        r = faith.evaluate_model(
+        r = faith_run.evaluate_model(
             a, X, t, a.methods,
             randomisation_images=args.randomisation_images,
             fresh_net=faith.fresh_network(m, seed=2))
@@ -75,13 +75,13 @@ def main():
         rand = r['seconds']['all', 'randomisation'] / args.randomisation_images
         rows.append((tag, 'randomisation, per image', rand, 0, 0))
         totals[tag] = (1000 * per_image
-                       + faith.DEFAULTS['randomisation_images'] * rand)
+                       + faith_run.DEFAULTS['randomisation_images'] * rand)
     print('\n%-4s %-26s %9s %19s %9s' % ('', 'seconds per image', 'maps',
                                           'deletion+insertion', 'ROAD'))
     for row in rows:
         print('%-4s %-26s %9.4f %19.4f %9.4f' % row)
     print('\n1,000 images, every method, %d randomisation images: '
-          % faith.DEFAULTS['randomisation_images']
+          % faith_run.DEFAULTS['randomisation_images']
           + ', '.join('%s %.0f s' % kv for kv in totals.items())
           + ', together %.0f s (target: 900 s)' % sum(totals.values()))
     print('load average after: %s' % loadavg())

@@ -9,7 +9,8 @@ import os
 import sys
 
 from . import (api, attribution, checkpoint, curves, device, export,
-               faithfulness, paper, report, shipped, train, visualize)
+               faithfulness, faithfulness_run, paper, report, shipped,
+               train, visualize)
 from .errors import DataError, InputError
 from .images import read_images
 from .models import MODELS
@@ -134,7 +135,7 @@ def build_parser():
     fa = sub.add_parser('faithfulness', help='deletion, insertion, ROAD and '
                         'the randomisation check of the attribution maps')
     fa.add_argument('checkpoints', nargs='+', metavar='MODEL.npz')
-    fa.set_defaults(**faithfulness.DEFAULTS)
+    fa.set_defaults(**faithfulness_run.DEFAULTS)
     fa.add_argument('--images', type=positive_int,
                     help='test images, the same for every model '
                          '(%(default)s)')
@@ -222,10 +223,10 @@ def cmd_demo(args):
 
 
 def cmd_faithfulness(args):
-    paths = faithfulness.run(
+    paths = faithfulness_run.run(
         args.checkpoints, data_override(args), args.out, args.methods,
         command='run_cifar10.py ' + ' '.join(sys.argv[1:]),
-        **{k: getattr(args, k) for k in faithfulness.DEFAULTS})
+        **{k: getattr(args, k) for k in faithfulness_run.DEFAULTS})
     for path in paths:
         print('wrote', path)
 

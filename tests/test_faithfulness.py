@@ -15,6 +15,7 @@ from gcm_lasagne import attribution as attr
 from gcm_lasagne import checkpoint, cli, shipped, train
 from gcm_lasagne.images import read_images
 from gcm_lasagne import faithfulness as faith
+from gcm_lasagne import faithfulness_run as faith_run
 from gcm_lasagne.models import build_model
 
 from test_attribution import linear_net
@@ -276,9 +277,9 @@ def test_results_without_the_randomisation_check(tmp_path):
                      'targets': np.zeros(4, np.int32),
                      'correct': np.array([1, 0, 1, 1], bool),
                      'seconds': {}, 'total_seconds': 1.0}}
-    settings = dict(faith.DEFAULTS, command='by hand', images=4,
+    settings = dict(faith_run.DEFAULTS, command='by hand', images=4,
                     data='made up', randomisation_images=0)
-    faith.write_results(str(tmp_path), np.arange(4), np.zeros(4), results,
+    faith_run.write_results(str(tmp_path), np.arange(4), np.zeros(4), results,
                         settings)
     with open(tmp_path / 'faithfulness.csv') as f:
         row = next(csv.DictReader(f))
