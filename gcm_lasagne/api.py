@@ -11,9 +11,9 @@ Images go in as numpy arrays (N, C, H, W) of the model's input_shape, either
 uint8 with pixels 0-255 (what `read_images` gives) or float in [0, 1] (what
 the network is fed, `batches.to_float`); anything else is an InputError (a
 ValueError), so wrongly scaled pixels are never classified silently.
-Results come out as float32 numpy arrays, computed batch by batch by one
-Theano function per model, compiled at first use and then reused, in
-inference mode (batch norm with its running averages). The command line's
+Results come out as float32 numpy arrays, computed batch by batch by
+Theano functions (one for the scores, one for the maps too) compiled at
+first use and then reused, in inference mode (batch norm with its running averages). The command line's
 `explain`, `figures`, `demo` and `evaluate` go through this module.
 """
 import collections
@@ -28,6 +28,7 @@ from .errors import InputError
 # what Model.explain returns and `explain` saves per image
 MAP_KEYS = ('class_weight_map', 'class_contribution_map', 'class_scores',
             'prob')
+SCORE_KEYS = MAP_KEYS[2:]
 
 Prediction = collections.namedtuple('Prediction', 'label class_scores prob')
 Prediction.__doc__ = """What `Model.predict` returns: label (N,) int64, the
@@ -72,7 +73,7 @@ class Model(object):
         self.input_shape = tuple(meta['input_shape'])
         self.has_maps = 'class_contribution_map' in net
         self.batch_size = batch_size
-        self._fn = None
+        self._fns = {}
 
     def __repr__(self):
         return '<Model %s: %d classes, input %s>' % (
@@ -83,7 +84,7 @@ class Model(object):
     def predict(self, images, batch_size=None):
         """Classify images (N, C, H, W), uint8 0-255 or float in [0, 1].
         Returns Prediction(label (N,), class_scores (N, K), prob (N, K))."""
-        out = self._run(images, ('class_scores', 'prob'), batch_size)
+        out = self._run(images, SCORE_KEYS, batch_size)
         return Prediction(out['class_scores'].argmax(axis=1),
                           out['class_scores'], out['prob'])
 
@@ -165,22 +166,23 @@ class Model(object):
         self.require_maps()
         return self._run(images, (key,), batch_size)[key]
 
-    def _function(self):
-        """(output keys, theano function), compiled once, at first use."""
-        if self._fn is None:
-            keys = MAP_KEYS if self.has_maps else MAP_KEYS[2:]
+    def _function(self, wanted):
+        """(output keys, theano function) giving at least the keys wanted,
+        compiled at first use: one for the scores alone (so classifying
+        does not draw the 5-D CCMs) and one for everything."""
+        keys = SCORE_KEYS if set(wanted) <= set(SCORE_KEYS) else MAP_KEYS
+        if keys not in self._fns:
             outputs = lasagne.layers.get_output([self.net[k] for k in keys],
                                                 deterministic=True)
-            self._fn = keys, theano.function([self.net['input'].input_var],
-                                             outputs)
-        return self._fn
+            self._fns[keys] = theano.function(
+                [self.net['input'].input_var], outputs)
+        return keys, self._fns[keys]
 
     def _run(self, images, wanted, batch_size):
         """{key: float32 array} for the keys wanted, batch by batch; only
-        those are kept, so predicting a whole test set never holds its
-        CCMs."""
+        those are kept."""
         X = self.check_images(images)
-        keys, fn = self._function()
+        keys, fn = self._function(wanted)
         size = batch_size or self.batch_size
         parts = {k: [] for k in wanted}
         for i in range(0, len(X), size):

@@ -5,7 +5,9 @@ epoch), checkpoint.npz (everything needed to continue: parameters, BN
 averages, momentum buffers, epoch, RNG state), model.npz (the final
 weights, small enough to share) and metrics.json (the final evaluation).
 """
+import contextlib
 import csv
+import fcntl
 import glob
 import json
 import math
@@ -103,9 +105,9 @@ def learning_rate(config, epoch):
     return config['learning_rate'] * config['lr_factor'] ** drops
 
 
-def load_data(config):
-    """Train and evaluation arrays as the config asks: the test set, or
-    with `validation` > 0 a held-out part of the training set instead."""
+def _load_dataset(config, splits=('train', 'test')):
+    """The data set the config names, as `cifar10.load_cifar10` returns it;
+    from an image folder only the splits asked for are decoded."""
     size = config['image_size']
     if size is not None and (size[0] % 4 or size[1] % 4 or
                              size[0] * size[1] > Image.MAX_IMAGE_PIXELS):
@@ -115,11 +117,17 @@ def load_data(config):
                             'multiples of 4, at most %d pixels in all'
                             % (tuple(size) + (Image.MAX_IMAGE_PIXELS,)))
     if config['data'] == 'cifar10':
-        d = cifar10.load_cifar10(config['data_dir'],
-                                 download=config['download'])
-    else:
-        d = images.load_image_folder(config['data'],
-                                     size=tuple(size) if size else None)
+        return cifar10.load_cifar10(config['data_dir'],
+                                    download=config['download'])
+    return images.load_image_folder(config['data'],
+                                    size=tuple(size) if size else None,
+                                    splits=splits)
+
+
+def load_data(config):
+    """Train and evaluation arrays as the config asks: the test set, or
+    with `validation` > 0 a held-out part of the training set instead."""
+    d = _load_dataset(config)
     X, y = d['X_train'], d['y_train']
     if config['validation'] >= len(y):
         raise TrainingError('--validation %d: must be fewer than the %d '
@@ -149,8 +157,9 @@ def load_test_data(meta, override=None):
                                  'was trained on; give --data')
         saved = {}
     config = dict(default_config(), **saved)  # keys an older file lacks
-    config.update(override or {}, validation=0, train_subset=0)
-    _, _, X, y, classes = load_data(config)
+    config.update(override or {})
+    d = _load_dataset(config, splits=('test',))
+    X, y, classes = d['X_test'], d['y_test'], list(d['classes'])
     if classes != list(meta['classes']):
         raise DataError("the data's classes %s are not the model's %s"
                              % (classes, meta['classes']))
@@ -304,10 +313,32 @@ def _stop(what, epoch, lr):
                            if epoch > 1 else 'no checkpoint was written'))
 
 
+@contextlib.contextmanager
+def _run_lock(out_dir):
+    """Hold an exclusive lock on the run folder: a second training into the
+    same folder would delete this one's temporary checkpoint and write its
+    own epochs into the same log."""
+    with open(os.path.join(out_dir, '.lock'), 'a') as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise TrainingError('%s is in use by another training process; '
+                                'wait for it or choose another --out'
+                                % out_dir)
+        except OSError:
+            pass  # a file system without locks: train unguarded, as before
+        yield  # closing the file releases the lock, even if killed
+
+
 def train(config, out_dir, resume=False, echo=_echo):
     """Train config['model'] into out_dir; returns the final metrics.
     resume=True continues the run in out_dir and refuses if there is none
     (a mistyped folder must not start a new run unnoticed)."""
+    with contextlib.ExitStack() as held:
+        return _train(config, out_dir, resume, echo, held)
+
+
+def _train(config, out_dir, resume, echo, held):
     check_config(config)
     ckpt_path = os.path.join(out_dir, 'checkpoint.npz')
     log_path = os.path.join(out_dir, 'log.csv')
@@ -347,6 +378,7 @@ def train(config, out_dir, resume=False, echo=_echo):
     except OSError as e:
         raise TrainingError('cannot create the run folder %s (%s)'
                             % (out_dir, e.strerror))
+    held.enter_context(_run_lock(out_dir))
     # temporary files of a checkpoint write that was killed
     for tmp in glob.glob(os.path.join(glob.escape(out_dir), '*.tmp.npz')):
         os.remove(tmp)

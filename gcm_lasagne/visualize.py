@@ -193,18 +193,18 @@ def figure6(images, ccm, scores, labels, classes, path, positive_only=False,
             frame='true'):
     """Figure 6 (Figure 7 with positive_only, the clipped model).
 
-    images (K, 3, H, W) uint8, ccm (K, N, 3, H, W), scores (K, N),
-    labels (K,): the class whose cells get the red frame, frame='true'
-    (the true class) or 'predicted' (`run_explain`: no true label there);
-    the legend and the text under the original say which.
-    Writes a PNG to path (unless path is None) and returns a dict: image
-    (the PIL image, which a notebook shows), path, size, layout, scales
-    (the per-image intensity scale) and labels (the score texts drawn,
-    K lists of N strings, = format_score(scores))."""
+    N images: images (N, 3, H, W) uint8, ccm (N, K, 3, H, W) for K
+    classes, scores (N, K), labels (N,): the class whose cells get the red
+    frame, frame='true' (the true class) or 'predicted' (`run_explain`: no
+    true label there); the legend and the text under the original say
+    which. Writes a PNG to path (unless path is None) and returns a dict:
+    image (the PIL image, which a notebook shows), path, size, layout,
+    scales (the per-image intensity scale) and labels (the score texts
+    drawn, N lists of K strings, = format_score(scores))."""
     images, ccm = np.asarray(images), np.asarray(ccm)
     scores = np.asarray(scores)
-    K, N = scores.shape
-    layout = figure6_layout(N, K, positive_only, images.shape[2:])
+    N, K = scores.shape
+    layout = figure6_layout(K, N, positive_only, images.shape[2:])
     canvas = Image.new('RGB', layout.size, WHITE)
     draw = ImageDraw.Draw(canvas)
     font = _font()
@@ -227,7 +227,7 @@ def figure6(images, ccm, scores, labels, classes, path, positive_only=False,
                  layout.cell_w + GAP, layout.header_top, name, font)
 
     scales, drawn = [], []
-    for i in range(K):
+    for i in range(N):
         positive, negative = split_signed(ccm[i])
         # One scale for every cell of this image: brightness is comparable
         # across classes and between the two rows.
@@ -247,7 +247,7 @@ def figure6(images, ccm, scores, labels, classes, path, positive_only=False,
                  '%s: %s' % (frame, classes[labels[i]]), font, GREY)
         texts = [format_score(s) for s in scores[i]]
         drawn.append(texts)
-        for j in range(N):
+        for j in range(K):
             for row, part in enumerate(parts):
                 box = layout.cell_box(i, row, j + 1)
                 canvas.paste(Image.fromarray(

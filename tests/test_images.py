@@ -1,5 +1,6 @@
 """gcm_lasagne.images: image folders and image files, on small synthetic
 PNGs and JPEGs."""
+import shutil
 import tarfile
 
 import numpy as np
@@ -50,6 +51,23 @@ def test_image_folder_arrays(folder):
     for i, path in enumerate(order):
         np.testing.assert_array_equal(d['X_train'][i],
                                       pixels[str(path)].transpose(2, 0, 1))
+
+
+def test_test_split_alone_skips_training_images(folder):
+    root, pixels = folder
+    # a training file that cannot be decoded proves it is never opened
+    (root / 'train' / 'cat' / '01.png').write_bytes(b'not a png')
+    d = images.load_image_folder(str(root), splits=('test',))
+    assert sorted(d) == ['X_test', 'classes', 'y_test']
+    np.testing.assert_array_equal(d['y_test'], [0, 1])
+    np.testing.assert_array_equal(
+        d['X_test'][1], pixels[str(root / 'test' / 'dog' / '01.png')]
+        .transpose(2, 0, 1))
+    with pytest.raises(DataError):
+        images.load_image_folder(str(root))
+    shutil.rmtree(str(root / 'test' / 'dog'))
+    with pytest.raises(DataError, match='different class folders'):
+        images.load_image_folder(str(root), splits=('test',))
 
 
 def test_grayscale_and_rgba_become_rgb(folder):

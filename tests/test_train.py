@@ -1,8 +1,10 @@
 """Issue 3: the recipe, the training loop and the command line, on a tiny
 synthetic image-folder data set (no download, no ../shared)."""
 import csv
+import fcntl
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -214,3 +216,32 @@ def test_ctrl_c_during_a_checkpoint_write_waits_for_the_file(tmp_path,
         lasagne.layers.get_all_param_values(net['prob']))
     assert [p for p in os.listdir(tmp_path) if p.endswith('.tmp.npz')] == []
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_test_data_of_a_model_reads_no_training_image(folder, tmp_path):
+    root = tmp_path / 'copy'
+    shutil.copytree(folder, root)
+    (root / 'train' / 'circle' / '0.png').write_bytes(b'broken')
+    meta = {'classes': list(CLASSES), 'input_shape': [3, 8, 8],
+            'config': train.default_config(data=str(root))}
+    X, y = train.load_test_data(meta)
+    assert X.shape == (12, 3, 8, 8)
+    np.testing.assert_array_equal(y, np.repeat([0, 1, 2], 4))
+    with pytest.raises(train.DataError, match='not the model'):
+        train.load_test_data(dict(meta, classes=['a', 'b', 'c']))
+
+
+def test_a_run_folder_in_use_is_refused_and_left_alone(folder, tmp_path):
+    out = tmp_path / 'run'
+    out.mkdir()
+    (out / 'epoch.tmp.npz').write_bytes(b'the other process is writing')
+    with open(str(out / '.lock'), 'a') as held:
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        config = train.default_config(data=folder, epochs=1, batch_size=8)
+        with pytest.raises(train.TrainingError, match='in use'):
+            train.train(config, str(out))
+        r = cli('train', '--data', folder, '--out', str(out), *TINY)
+    assert r.returncode == 1 and 'in use' in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert (out / 'epoch.tmp.npz').exists()
+    assert sorted(os.listdir(str(out))) == ['.lock', 'epoch.tmp.npz']
