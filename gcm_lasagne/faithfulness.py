@@ -90,15 +90,18 @@ def perturbation_curves(prob_fn, X, targets, maps, fill, steps=16, seed=0,
     counts = step_counts(ranks[0].size, steps)
     deletion = np.empty((len(X), steps + 1))
     insertion = np.empty_like(deletion)
+    inner = counts[1:-1, None, None, None, None]
     for i in range(0, len(X), chunk):
         x, f, r = X[i:i + chunk], fill[i:i + chunk], ranks[i:i + chunk]
-        gone = r[None] < counts[:, None, None, None, None]  # (S+1, b, 1, R, C)
-        batch = np.concatenate([np.where(gone, f, x), np.where(gone, x, f)])
+        gone = r[None] < inner  # (S-1, b, 1, R, C)
+        # the curves' ends are the image and the fill: each computed once
+        batch = np.concatenate([x[None], np.where(gone, f, x), f[None],
+                                np.where(gone, x, f)])
         prob = prob_fn(batch.reshape((-1,) + X.shape[1:]))
-        prob = prob.reshape(2, steps + 1, len(x), -1)
-        picked = prob[:, :, np.arange(len(x)), targets[i:i + chunk]]
-        deletion[i:i + chunk] = picked[0].T
-        insertion[i:i + chunk] = picked[1].T
+        prob = prob.reshape(2 * steps, len(x), -1)
+        p = prob[:, np.arange(len(x)), targets[i:i + chunk]].T  # (b, 2S)
+        deletion[i:i + chunk] = np.c_[p[:, :steps], p[:, steps]]
+        insertion[i:i + chunk] = np.c_[p[:, steps:], p[:, 0]]
     return deletion, insertion
 
 
@@ -124,66 +127,56 @@ def _weight_sums(rows, cols):
 def imputation_system(images, removed):
     """The linear system of noisy linear imputation without the noise, for
     images (M, D, R, C) and their removed pixels (M, R, C) at once (one
-    block per image): (A sparse (n, n), b (n, D), flat indices (n,) of the
-    removed pixels into (M, R, C)) such that A x = b gives the removed
-    pixels' values, one column per channel. One system for many images
-    costs one factorisation instead of many small ones."""
-    from scipy import sparse
+    block per image, one factorisation for all): (band, b, unknown) with
+    `unknown` the flat indices (n,) of the removed pixels into (M, R, C)
+    and A x = b giving their values, one column per channel. Each removed
+    pixel is the weighted mean of its neighbours inside the image; its
+    equation is multiplied by the sum of those weights, which makes A
+    symmetric. In row-major pixel order a pixel's neighbours are at most
+    one image row away, so A is banded: `band` holds its lower band as
+    LAPACK's banded Cholesky takes it (band[i - j, j] = A[i, j])."""
     M, D, R, C = images.shape
     unknown = np.flatnonzero(np.asarray(removed).ravel())
     n = len(unknown)
     index = np.full(M * R * C, -1)
     index[unknown] = np.arange(n)
     m, r, c = np.unravel_index(unknown, (M, R, C))
-    norm = _weight_sums(R, C)[r, c]
     pixels = images.transpose(0, 2, 3, 1).reshape(-1, D)
-    rows, cols, vals = [np.arange(n)], [np.arange(n)], [np.ones(n)]
+    # the furthest later neighbour, (r+1, c+1), is at most C+1 unknowns on
+    band = np.zeros((C + 2, n))
+    band[0] = _weight_sums(R, C)[r, c]
     b = np.zeros((n, D))
     for dr, dc, w in NEIGHBOURS:
         rr, cc = r + dr, c + dc
         inside = np.flatnonzero((rr >= 0) & (rr < R) & (cc >= 0) & (cc < C))
         q = (m[inside] * R + rr[inside]) * C + cc[inside]
-        weight = w / norm[inside]
         j = index[q]
         free = j >= 0
-        rows.append(inside[free])
-        cols.append(j[free])
-        vals.append(-weight[free])
+        if (dr, dc) > (0, 0):  # a later pixel: below the diagonal
+            band[j[free] - inside[free], inside[free]] = -w
         # each removed pixel has at most one neighbour per offset
-        b[inside[~free]] += weight[~free, None] * pixels[q[~free]]
-    A = sparse.coo_matrix((np.concatenate(vals),
-                           (np.concatenate(rows), np.concatenate(cols))),
-                          shape=(n, n))
-    return A, b, unknown
-
-
-def solve_banded_system(A, b):
-    """x with A x = b for a sparse A. In row-major pixel order a removed
-    pixel's neighbours are at most one image row away, so A is banded and
-    LAPACK's banded LU solves it (measured twice as fast as SuperLU with
-    any of its orderings on 32x32 images, 60-90% removed)."""
-    from scipy.linalg import solve_banded
-    A = A.tocoo()
-    offset = A.col - A.row
-    lower, upper = max(0, -offset.min()), max(0, offset.max())
-    band = np.zeros((lower + upper + 1, A.shape[0]))
-    band[upper - offset, A.col] = A.data
-    return solve_banded((lower, upper), band, b, overwrite_ab=True,
-                        check_finite=False)
+        b[inside[~free]] += w * pixels[q[~free]]
+    used = np.flatnonzero(band.any(axis=1))
+    return band[:used[-1] + 1] if n else band[:1], b, unknown
 
 
 def impute(images, removed, noise=ROAD_NOISE, rng=None):
     """images (M, D, R, C) with their `removed` (M, R, C) pixels filled by
     noisy linear imputation, clipped to [0, 1]. Solvable whenever each
     image keeps a pixel: every connected group of removed pixels then
-    borders a kept one, which makes the matrix irreducibly diagonally
-    dominant."""
+    borders a kept one, which makes the symmetric matrix irreducibly
+    diagonally dominant, so positive definite. Its banded Cholesky, with
+    the system built, measured on 32 images of 32x32 with 10-90% of the
+    pixels removed in a random map's order: 1.3-2.6x faster than the
+    banded LU it replaced, which was twice as fast as SuperLU."""
+    from scipy.linalg import solveh_banded
     images = np.asarray(images)
-    A, b, unknown = imputation_system(images, removed)
+    band, b, unknown = imputation_system(images, removed)
     M, D, R, C = images.shape
     pixels = images.transpose(0, 2, 3, 1).reshape(-1, D).astype(np.float64)
     if len(unknown):
-        x = solve_banded_system(A, b)
+        x = solveh_banded(band, b, overwrite_ab=True, lower=True,
+                          check_finite=False)
         if noise:
             x += (rng or np.random.RandomState(0)).normal(0, noise, x.shape)
         pixels[unknown] = x
