@@ -13,8 +13,9 @@ the network is fed, `batches.to_float`); anything else is an InputError (a
 ValueError), so wrongly scaled pixels are never classified silently.
 Results come out as float32 numpy arrays, computed batch by batch by
 Theano functions (one for the scores, one for the maps too) compiled at
-first use and then reused, in inference mode (batch norm with its running averages). The command line's
-`explain`, `figures`, `demo` and `evaluate` go through this module.
+first use and then reused, in inference mode (batch norm with its running
+averages). The command line's `explain`, `figures`, `demo` and `evaluate`
+go through this module.
 """
 import collections
 
