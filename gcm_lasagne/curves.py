@@ -1,11 +1,14 @@
 """Training curves of finished runs in one matplotlib figure: evaluation
 accuracy and training loss per epoch, one colour per model, a line per run
-(seed), the learning-rate drops marked."""
+(seed), the learning-rate drops marked, and Table 3's accuracy of each
+model as a dashed line (the paper's figure, on the official data)."""
 import os
 
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import FormatStrFormatter, LogLocator, NullFormatter
 
+from . import paper
 from .report import read_json, read_log
 
 # 1000 x 400 pixels: the size the tests check and the README shows
@@ -37,6 +40,10 @@ def plot_curves(groups, path):
                          label=None if i else model)
             acc_ax.plot(epochs, [100 * e['eval_acc'] for e in log], **style)
             loss_ax.plot(epochs, [e['train_loss'] for e in log], **style)
+        if model in paper.TABLE3:
+            acc_ax.axhline(paper.TABLE3[model]['accuracy'], ls='--', lw=1,
+                           color=COLOURS.get(model),
+                           label='%s, paper' % model)
     for n, (step, factor) in enumerate(sorted(drops)):
         for ax in (acc_ax, loss_ax):
             # the rate changes between epoch `step` and the next
@@ -46,10 +53,14 @@ def plot_curves(groups, path):
     acc_ax.set_ylabel('%s accuracy (%%)' % ' / '.join(sorted(eval_sets)))
     loss_ax.set_ylabel('training loss')
     loss_ax.set_yscale('log')
+    # a log axis over less than a decade would show one labelled tick
+    loss_ax.yaxis.set_major_locator(LogLocator(subs=(1, 2, 5)))
+    loss_ax.yaxis.set_major_formatter(FormatStrFormatter('%g'))
+    loss_ax.yaxis.set_minor_formatter(NullFormatter())
     for ax in (acc_ax, loss_ax):
         ax.set_xlabel('epoch')
         ax.grid(alpha=0.3)
-    acc_ax.legend(loc='lower right', fontsize='small')
+    acc_ax.legend(loc='lower right', fontsize='small', ncol=2)
     fig.tight_layout()
     fig.savefig(path)
     return path

@@ -15,6 +15,8 @@ import tomllib
 
 import pytest
 
+from gcm_lasagne.shipped import DEMO_MODEL
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # what is never part of the source (see .gitignore, .dockerignore)
 NOT_SOURCE = shutil.ignore_patterns(
@@ -103,8 +105,8 @@ def test_import_from_another_folder_uses_the_installed_copy(installed):
     package, model, has_c, samples = _ok(installed['where']).split()
     site = str(installed['venv'])
     assert package.startswith(site) and model.startswith(site)
-    assert model.endswith(os.path.join('_shipped', 'models',
-                                       'gcm-cifar10jpeg-15ep', 'model.npz'))
+    assert model.endswith(os.path.join('_shipped', 'models', DEMO_MODEL,
+                                       'model.npz'))
     assert has_c == 'True' and samples == '30'
 
 
@@ -139,8 +141,7 @@ def test_an_editable_install_uses_the_source(installed):
     package, model, has_c, samples = _ok(installed['editable_where']).split()
     src = str(installed['src'])
     assert package == os.path.join(src, 'gcm_lasagne', '__init__.py')
-    assert model == os.path.join(src, 'models', 'gcm-cifar10jpeg-15ep',
-                                 'model.npz')
+    assert model == os.path.join(src, 'models', DEMO_MODEL, 'model.npz')
     assert has_c == 'True' and samples == '30'
     _ok(installed['editable_demo'])
     assert os.path.exists(str(installed['elsewhere'] / 'editable' /
