@@ -33,6 +33,7 @@ import lasagne
 import numpy as np
 
 from .batches import to_float
+from .layers import PixelMeanLayer
 from .models import build_model
 
 BASELINES = ('black', 'mean', 'blur')
@@ -213,8 +214,6 @@ def layer_blocks(net):
     """[(name, params)] of the layers with weights, top (output) first; a
     convolution and its batch norm are one block (conv3, conv3_bn). The
     CNN's pixel mean is not learned by gradient and stays."""
-    import lasagne
-    from .layers import PixelMeanLayer
     blocks = {}
     for layer in lasagne.layers.get_all_layers(net['prob']):
         params = layer.get_params()
@@ -244,7 +243,6 @@ def randomisation_check(attribution, fresh_net, X, targets, methods,
     network of the same architecture (its values are the re-initialised
     weights). Returns (block names, {method: (blocks, B) Spearman}). The
     trained weights are restored afterwards, also on an error."""
-    import lasagne
     net = attribution.net
     trained = lasagne.layers.get_all_params(net['prob'])
     fresh = dict(zip(trained, lasagne.layers.get_all_param_values(

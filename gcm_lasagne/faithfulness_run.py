@@ -284,12 +284,14 @@ def markdown(results, settings):
 
 
 def plot_curves(results, settings, paths):
-    import matplotlib
-    matplotlib.use('Agg')
-    import matplotlib.pyplot as plt
+    # a Figure of its own, not pyplot's: a caller's backend and open
+    # figures stay as they were
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
     tags = list(results)
-    fig, axes = plt.subplots(len(tags), 4, figsize=(16, 3.6 * len(tags)),
-                             squeeze=False)
+    fig = Figure(figsize=(16, 3.6 * len(tags)))
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(len(tags), 4, squeeze=False)
     for row, tag in zip(axes, tags):
         r = results[tag]
         for m in r['methods']:
@@ -328,7 +330,6 @@ def plot_curves(results, settings, paths):
     fig.tight_layout()
     for path in paths:
         fig.savefig(path, dpi=100)
-    plt.close(fig)
 
 
 def model_tag(path, taken):

@@ -3,6 +3,7 @@ by hand, the randomisation check on the shipped GCM, and the
 `faithfulness` command with its one-line errors."""
 import csv
 import os
+import sys
 
 import numpy as np
 import pytest
@@ -227,6 +228,8 @@ def test_command_writes_tables_curves_and_per_image_numbers(files, capsys):
     for name in ('faithfulness.md', 'faithfulness.csv', 'randomisation.csv',
                  'curves.png', 'curves.pdf', 'per_image.npz'):
         assert os.path.getsize(os.path.join(files['out'], name)) > 0
+    # drawn without pyplot, whose backend and figures are the caller's
+    assert 'matplotlib.pyplot' not in sys.modules
     with open(os.path.join(files['out'], 'faithfulness.csv')) as f:
         rows = list(csv.DictReader(f))
     assert [r['method'] for r in rows] == list(attr.ANY_METHODS
