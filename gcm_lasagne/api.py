@@ -1,7 +1,7 @@
 """A trained model from Python: load it, classify images, get its maps.
 
     import gcm_lasagne
-    model = gcm_lasagne.load_model('models/gcm-cifar10jpeg-15ep/model.npz')
+    model = gcm_lasagne.load_model('models/gcm-cifar10jpeg/model.npz')
     images = gcm_lasagne.read_images(['cat.jpg', 'ship.png'],
                                      model.input_shape)
     label, scores, prob = model.predict(images)

@@ -15,8 +15,8 @@ import os
 
 from .images import IMAGE_EXTENSIONS
 
-DEMO_MODEL = 'gcm-cifar10jpeg-15ep'  # a folder of models/ with a model.npz
-SAMPLES = 'cifar10-test'             # a folder of samples/: <class>/<image>
+DEMO_MODEL = 'gcm-cifar10jpeg'  # a folder of models/ with a model.npz
+SAMPLES = 'cifar10-test'        # a folder of samples/: <class>/<image>
 
 _PACKAGE = os.path.dirname(os.path.abspath(__file__))
 _INSTALLED = os.path.join(_PACKAGE, '_shipped')
