@@ -4,7 +4,7 @@ tables each file carries, and its chroma subsampling. A fact about the data
 the full-recipe runs trained on (README, "What was measured here"), not
 about this package; run by hand:
 
-    .venv/bin/python benchmarks/jpeg_data.py /work/data/cifar10-jpeg --images 200
+    .venv/bin/python benchmarks/jpeg_data.py PATH --images 60000
 
 Quality: the file's tables are compared with the ones libjpeg (through
 Pillow) writes at each quality 1..100. Subsampling: 4:2:0 stores colour at
@@ -39,7 +39,7 @@ def quality_of_tables():
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-    p.add_argument('folder', help='PATH with train/<class>/* and test/<class>/*')
+    p.add_argument('folder', help='PATH: train/<class>/*, test/<class>/*')
     p.add_argument('--images', type=int, default=200)
     p.add_argument('--seed', type=int, default=0)
     args = p.parse_args()
@@ -47,7 +47,8 @@ def main():
                    for f in fs if f.lower().endswith(('.jpg', '.jpeg')))
     if not files:
         sys.exit('error: no .jpg files under %s' % args.folder)
-    chosen = random.Random(args.seed).sample(files, min(args.images, len(files)))
+    chosen = random.Random(args.seed).sample(
+        files, min(args.images, len(files)))
     known = quality_of_tables()
     count = collections.Counter()
     for path in chosen:
@@ -56,7 +57,8 @@ def main():
                 count['not a JPEG'] += 1
                 continue
             q = known.get(tables(im))
-            count['quality %s' % q if q else 'tables of no libjpeg quality'] += 1
+            count['quality %s' % q if q else
+                  'tables of no libjpeg quality'] += 1
             count['chroma %s' % SAMPLING.get(
                 JpegImagePlugin.get_sampling(im), 'other')] += 1
             count['%dx%d pixels' % im.size] += 1

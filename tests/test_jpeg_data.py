@@ -40,4 +40,5 @@ def test_counts_quality_and_subsampling(tmp_path):
 def test_folder_without_jpegs_is_one_line_error(tmp_path):
     out = run(str(tmp_path))
     assert out.returncode != 0
-    assert out.stderr.strip().count('\n') == 0 and 'no .jpg files' in out.stderr
+    assert out.stderr.strip().count('\n') == 0
+    assert 'no .jpg files' in out.stderr
