@@ -84,7 +84,8 @@ def build_parser():
     p.add_argument('--runs', default='runs',
                    help='folder of run folders (default: runs/)')
     p.add_argument('--results', default='results',
-                   help='where Table 3 is written (default: results/)')
+                   help='where Table 3, the faithfulness results and the '
+                        'demo figures go (default: results/)')
     p.set_defaults(command='reproduce', data='cifar10', data_dir='data',
                    download=True, image_size=None)
     sub = p.add_subparsers(dest='command', parser_class=Parser)
@@ -126,7 +127,7 @@ def build_parser():
 
     d = sub.add_parser('demo', help='Figures 6 and 8 from the model that '
                        'ships with this repository, offline')
-    d.add_argument('--out', default=os.path.join('results', 'demo'))
+    d.add_argument('--out', help='default: RESULTS/demo')
 
     ex = sub.add_parser('export', help='a finished run as a model folder to '
                         'share, the data set named instead of a local folder')
@@ -157,8 +158,7 @@ def build_parser():
                          '(%(default)s; 0: skip it)')
     fa.add_argument('--seed', type=int, help='of the image choice, the '
                     'random map, ties and ROAD noise (%(default)s)')
-    fa.add_argument('--out', default=os.path.join('results', 'faithfulness'),
-                    help='(%(default)s)')
+    fa.add_argument('--out', help='default: RESULTS/faithfulness')
     add_data_options(fa, default=None)
 
     tb = sub.add_parser('table3', help='Table 3 from the runs that exist')
@@ -280,6 +280,13 @@ def cmd_reproduce(args):
             print('wrote', path)
 
 
+def default_outs(args):
+    """`demo` and `faithfulness` write below --results unless given --out."""
+    if args.command in ('demo', 'faithfulness') and not args.out:
+        args.out = os.path.join(args.results, args.command)
+    return args
+
+
 def check_folders(args):
     """Folders to write into must not be files: one line now, not a
     traceback after the work."""
@@ -292,7 +299,7 @@ def check_folders(args):
 
 
 def main(argv=None):
-    args = build_parser().parse_args(argv)
+    args = default_outs(build_parser().parse_args(argv))
     ok, message = device.device_status()
     if not ok:  # Theano would silently run on the CPU
         sys.stderr.write(message + '\n')

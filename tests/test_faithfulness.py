@@ -292,3 +292,14 @@ def test_results_without_the_randomisation_check(tmp_path):
     text = (tmp_path / 'faithfulness.md').read_text()
     assert 'Randomisation: skipped' in text
     assert '- m: 3 of the 4 images classified correctly' in text
+
+
+def test_results_folder_is_the_default_out():
+    def out(*argv):
+        return cli.default_outs(cli.build_parser().parse_args(argv)).out
+    assert out('faithfulness', 'm.npz') == os.path.join('results',
+                                                        'faithfulness')
+    assert out('--results', 'R', 'faithfulness', 'm.npz') == \
+        os.path.join('R', 'faithfulness')
+    assert out('--results', 'R', 'faithfulness', 'm.npz', '--out', 'O') == 'O'
+    assert out('--results', 'R', 'demo') == os.path.join('R', 'demo')

@@ -323,8 +323,9 @@ def _cli(*args):
 
 
 def test_demo_draws_figures_6_and_8_from_the_shipped_model(tmp_path):
-    done = _cli('demo', '--out', str(tmp_path))
+    done = _cli('--results', str(tmp_path), 'demo')  # into RESULTS/demo
     assert done.returncode == 0, done.stderr
+    tmp_path = tmp_path / 'demo'
     with Image.open(str(tmp_path / 'figure6.png')) as im:
         # 10 classes; one image per class that the model got right (at most)
         sizes = [vis.grid_size(10, k) for k in range(1, 11)]
