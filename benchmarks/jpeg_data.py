@@ -43,6 +43,8 @@ def main():
     p.add_argument('--images', type=int, default=200)
     p.add_argument('--seed', type=int, default=0)
     args = p.parse_args()
+    if args.images < 1:
+        sys.exit('error: --images must be at least 1, not %d' % args.images)
     files = sorted(os.path.join(d, f) for d, _, fs in os.walk(args.folder)
                    for f in fs if f.lower().endswith(('.jpg', '.jpeg')))
     if not files:
@@ -52,7 +54,12 @@ def main():
     known = quality_of_tables()
     count = collections.Counter()
     for path in chosen:
-        with Image.open(path) as im:
+        try:
+            im = Image.open(path)
+        except OSError:  # a truncated or foreign file is counted, not fatal
+            count['unreadable'] += 1
+            continue
+        with im:
             if not isinstance(im, JpegImagePlugin.JpegImageFile):
                 count['not a JPEG'] += 1
                 continue

@@ -226,7 +226,7 @@ def cmd_demo(args):
 
 def cmd_faithfulness(args):
     paths = faithfulness_run.run(
-        args.checkpoints, data_override(args), args.out, args.methods,
+        args.checkpoints, args.out, data_override(args), args.methods,
         command='run_cifar10.py ' + ' '.join(sys.argv[1:]),
         **{k: getattr(args, k) for k in faithfulness_run.DEFAULTS})
     for path in paths:

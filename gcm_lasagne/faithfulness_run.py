@@ -341,8 +341,8 @@ def model_tag(path, taken):
     return tag if not count else '%s-%d' % (tag, count + 1)
 
 
-def run(model_paths, data_override=None, out_dir='results/faithfulness',
-        methods=None, command='', **options):
+def run(model_paths, out_dir, data_override=None, methods=None, command='',
+        **options):
     """The `faithfulness` command: load the models, check every request
     before any work, evaluate, write. options: evaluate()'s keywords."""
     from . import checkpoint, train
