@@ -273,10 +273,12 @@ def cmd_reproduce(args):
                         resume=os.path.exists(os.path.join(
                             out, 'checkpoint.npz')))
     write_table3(args.runs, args.results, timing=True)
+    # the data the runs were trained on: a run copied from models/ names
+    # its data set, not the folder it is in on this machine
     for model in ('gcm', 'gcm-clip'):
         for path in visualize.run_figures(
                 os.path.join(args.runs, model, 'model.npz'),
-                os.path.join(args.results, model)):
+                os.path.join(args.results, model), data_override(args)):
             print('wrote', path)
 
 

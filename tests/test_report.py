@@ -110,7 +110,9 @@ def test_reproduce_trains_every_model_for_every_seed_once(tmp_path,
     monkeypatch.setattr(train, 'train', fake_train)
     monkeypatch.setattr(report, 'seconds_per_batch',
                         lambda models: {m: 1.0 for m in models})
-    monkeypatch.setattr(cli.visualize, 'run_figures', lambda *a, **k: [])
+    drawn = []
+    monkeypatch.setattr(cli.visualize, 'run_figures',
+                        lambda model, out, data: drawn.append(data) or [])
     results = str(tmp_path / 'results')
     assert cli.main(['--runs', runs, '--results', results, 'reproduce',
                      '--seeds', '2', '--data', '/somewhere/cifar10-jpeg']) == 0
@@ -121,6 +123,9 @@ def test_reproduce_trains_every_model_for_every_seed_once(tmp_path,
     assert rows['gcm']['runs'] == '2' and rows['gcm']['seeds'] == '1 2'
     assert rows['gcm']['time_ratio'] == '1.0'
     assert os.path.exists(os.path.join(results, 'curves.png'))
+    # figures read the data training read, not the folder a run's config
+    # names (a shipped run's config names its data set only)
+    assert [d['data'] for d in drawn] == ['/somewhere/cifar10-jpeg'] * 2
 
 
 def test_export_names_the_data_set_and_keeps_the_weights(tmp_path):
