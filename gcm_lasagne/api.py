@@ -60,7 +60,7 @@ class Model(object):
 
     Attributes
     ----------
-    kind : 'gcm', 'gcm-clip', 'gcm-basic' or 'cnn'.
+    kind : 'gcm', 'gcm-clip', 'gcm-basic', 'cnn' or 'resnet20' (a control).
     classes : list of the K class names; a label indexes it.
     input_shape : (C, H, W) of one image.
     has_maps : True for the GCM kinds (they draw CWMs and CCMs).

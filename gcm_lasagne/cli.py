@@ -34,33 +34,49 @@ def positive_int(text):
     return value
 
 
-def add_recipe_options(p):
-    t2 = paper.TABLE2
-    g = p.add_argument_group('recipe (defaults: Table 2 of the paper)')
-    g.add_argument('--epochs', type=positive_int, default=t2['epochs'])
+def add_recipe_options(p, seed=True):
+    """The recipe: --recipe names one (train.RECIPES), and each option
+    given beside it overrides that recipe's value."""
+    t2, he = paper.TABLE2, train.RECIPES['he2016']
+
+    def defaults(key):
+        return 'table2: %s, he2016: %s' % (t2[key], he[key])
+    g = p.add_argument_group('recipe (default: Table 2 of the paper)')
+    g.add_argument('--recipe', choices=tuple(train.RECIPES),
+                   default='table2',
+                   help="the paper's Table 2, or He et al. 2016's CIFAR-10 "
+                        "recipe (for the resnet20 control); options below "
+                        "override its values (default: %(default)s)")
+    g.add_argument('--epochs', type=positive_int, help=defaults('epochs'))
     g.add_argument('--batch-size', type=positive_int,
-                   default=t2['batch_size'])
-    g.add_argument('--learning-rate', type=float, default=t2['learning_rate'])
+                   help=defaults('batch_size'))
+    g.add_argument('--learning-rate', type=float,
+                   help=defaults('learning_rate'))
     g.add_argument('--lr-steps', type=positive_int, nargs='*',
-                   default=list(t2['lr_steps']), metavar='EPOCH',
+                   metavar='EPOCH',
                    help='multiply the rate by --lr-factor after these '
-                        'epochs; none after --epochs '
-                        '(default: %(default)s)')
-    g.add_argument('--lr-factor', type=float, default=t2['lr_factor'])
-    g.add_argument('--momentum', type=float, default=t2['momentum'])
-    g.add_argument('--weight-decay', type=float, default=t2['weight_decay'],
-                   help='L2 weight decay (the paper uses none)')
-    g.add_argument('--pad', type=int, default=t2['pad'],
-                   help='zero padding before the random crop, pixels')
+                        'epochs; none after --epochs (%s)'
+                        % defaults('lr_steps'))
+    g.add_argument('--lr-factor', type=float, help=defaults('lr_factor'))
+    g.add_argument('--momentum', type=float, help=defaults('momentum'))
+    g.add_argument('--weight-decay', type=float,
+                   help='coefficient c of the L2 penalty c * sum(w^2) on '
+                        "the weights and batch norm's gamma; its gradient "
+                        'is 2 c w, so a decay d added to the gradient is '
+                        'c = d / 2 (%s)' % defaults('weight_decay'))
+    g.add_argument('--pad', type=int,
+                   help='zero padding before the random crop, pixels (%s)'
+                        % defaults('pad'))
     g.add_argument('--no-flip', dest='flip', action='store_false',
-                   help='no random horizontal flips')
+                   default=None, help='no random horizontal flips')
     g.add_argument('--validation', type=int, default=0, metavar='N',
                    help='hold out N training images and report accuracy on '
                         'them each epoch (the paper chose its recipe with '
                         '5000); default: evaluate on the test set')
     g.add_argument('--train-subset', type=int, default=0, metavar='N',
                    help='train on a fixed random N of the training images')
-    g.add_argument('--seed', type=int, default=1)
+    if seed:
+        g.add_argument('--seed', type=int, default=1)
 
 
 def add_data_options(p, default='cifar10'):
@@ -86,8 +102,9 @@ def build_parser():
     p.add_argument('--results', default='results',
                    help='where Table 3, the faithfulness results and the '
                         'demo figures go (default: results/)')
+    # the bare command is `reproduce` with its defaults
     p.set_defaults(command='reproduce', data='cifar10', data_dir='data',
-                   download=True, image_size=None)
+                   download=True, image_size=None, seeds=1)
     sub = p.add_subparsers(dest='command', parser_class=Parser)
 
     r = sub.add_parser('reproduce', help='the default: GCM, the CNN and clipped '
@@ -96,6 +113,7 @@ def build_parser():
     r.add_argument('--seeds', type=positive_int, default=1, metavar='N',
                    help='train each model with seeds 1..N (RUNS/MODEL for '
                         'seed 1, RUNS/MODEL-seedK for the others)')
+    add_recipe_options(r, seed=False)
 
     t = sub.add_parser('train', help='train one model')
     t.add_argument('--model', choices=MODELS, default='gcm')
@@ -172,15 +190,20 @@ def build_parser():
 
 def recipe(args, **overrides):
     """The training config from the command line: every key of
-    train.default_config() is an option of the same name."""
+    train.default_config() is an option of the same name; a recipe option
+    left out (None) takes the named recipe's value."""
     keys = train.default_config()
-    given = {k: v for k, v in vars(args).items() if k in keys}
+    given = {k: v for k, v in vars(args).items()
+             if k in keys and v is not None}
     return train.default_config(**dict(given, **overrides))
 
 
 def cmd_train(args):
     out = args.out or os.path.join(args.runs, args.model)
-    metrics = train.train(recipe(args), out, resume=args.resume)
+    config = recipe(args)
+    if args.resume and args.epochs is None:
+        config['epochs'] = None  # as the run was started
+    metrics = train.train(config, out, resume=args.resume)
     print('%s: %s accuracy %.2f%% (run folder %s)' % (
         args.model, metrics['eval_set'], 100 * metrics['accuracy'], out))
 

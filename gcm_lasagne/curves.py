@@ -1,7 +1,8 @@
 """Training curves of finished runs in one matplotlib figure: evaluation
 accuracy and training loss per epoch, one colour per model, a line per run
-(seed), the learning-rate drops marked, and Table 3's accuracy of each
-model as a dashed line (the paper's figure, on the official data)."""
+(seed), dash-dotted for a variant of a paper model's recipe, the
+learning-rate drops marked, and each model's published accuracy as a dashed
+line (Table 3's, or a control's source; on the official data)."""
 import os
 
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -9,24 +10,25 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import FormatStrFormatter, LogLocator, NullFormatter
 
 from . import paper
-from .report import read_json, read_log
+from .report import group_name, published, read_json, read_log
 
 # 1000 x 400 pixels: the size the tests check and the README shows
 SIZE_INCHES, DPI = (10, 4), 100
 COLOURS = {'gcm': 'tab:blue', 'gcm-clip': 'tab:orange', 'cnn': 'tab:green',
-           'gcm-basic': 'tab:red'}
+           'gcm-basic': 'tab:red', 'resnet20': 'tab:purple'}
 
 
 def plot_curves(groups, path):
-    """Draw the runs of `groups` ({model: [run folder, ...]}, as
-    report.find_runs returns it) to `path` (PNG, or any format matplotlib
-    writes by the file's ending). Returns path."""
+    """Draw the runs of `groups` ({(model, recipe label): [run folder,
+    ...]}, as report.find_runs returns it) to `path` (PNG, or any format
+    matplotlib writes by the file's ending). Returns path."""
     fig = Figure(figsize=SIZE_INCHES, dpi=DPI)
     FigureCanvasAgg(fig)
     acc_ax, loss_ax = fig.subplots(1, 2)
     drops, eval_sets = set(), set()
-    for model in sorted(groups):
-        for i, run in enumerate(groups[model]):
+    for model, label in sorted(groups, key=lambda k: (str(k[0]), k[1])):
+        variant = bool(label) and model in paper.TABLE3
+        for i, run in enumerate(groups[model, label]):
             log = read_log(run)
             if not log:
                 continue
@@ -37,13 +39,15 @@ def plot_curves(groups, path):
                           'test')
             epochs = [e['epoch'] for e in log]
             style = dict(color=COLOURS.get(model), lw=1,
-                         label=None if i else model)
+                         ls='-.' if variant else '-',
+                         label=None if i else group_name(model, label))
             acc_ax.plot(epochs, [100 * e['eval_acc'] for e in log], **style)
             loss_ax.plot(epochs, [e['train_loss'] for e in log], **style)
-        if model in paper.TABLE3:
-            acc_ax.axhline(paper.TABLE3[model]['accuracy'], ls='--', lw=1,
-                           color=COLOURS.get(model),
-                           label='%s, paper' % model)
+    for model in sorted({str(model) for model, _ in groups}):
+        accuracy = published(model)[1]
+        if accuracy is not None:
+            acc_ax.axhline(accuracy, ls='--', lw=1, color=COLOURS.get(model),
+                           label='%s, published' % model)
     for n, (step, factor) in enumerate(sorted(drops)):
         for ax in (acc_ax, loss_ax):
             # the rate changes between epoch `step` and the next

@@ -1,6 +1,7 @@
 """The networks of Table 1: GCM (shared or basic decoder, optionally clipped)
-and the CNN baseline of Sec. 4.4. Each builder returns a dict of named
-layers, as Lasagne's model-zoo recipes do."""
+and the CNN baseline of Sec. 4.4; ResNet-20, a control, is in resnet.py.
+Each builder returns a dict of named layers, as Lasagne's model-zoo
+recipes do."""
 import numpy as np
 from lasagne import init
 from lasagne.layers import (ConcatLayer, DenseLayer, GlobalPoolLayer,
@@ -11,7 +12,7 @@ from . import paper
 from .compat import Conv2DLayer, TransposedConv2DLayer, batch_norm
 from .layers import ClassContributionMapLayer, ClassScoreLayer, PixelMeanLayer
 
-MODELS = ('gcm', 'gcm-clip', 'gcm-basic', 'cnn')
+MODELS = ('gcm', 'gcm-clip', 'gcm-basic', 'cnn', 'resnet20')
 
 
 class PerClassGlorotUniform(init.Initializer):
@@ -136,6 +137,9 @@ def build_model(model, num_classes=10, input_shape=(3, 32, 32),
     """Any of MODELS by name, as the command line names them."""
     if model == 'cnn':
         return build_cnn(num_classes, input_shape, input_var)
+    if model == 'resnet20':
+        from .resnet import build_resnet20  # it builds on this module
+        return build_resnet20(num_classes, input_shape, input_var)
     if model not in MODELS:
         raise ValueError('unknown model %r (choose from %s)'
                          % (model, ', '.join(MODELS)))

@@ -10,8 +10,8 @@ import lasagne
 import theano
 import theano.tensor as T
 
-from . import paper
-from .models import build_model
+from . import paper, resnet, train
+from .models import MODELS, build_model
 from .train import compile_train, default_config
 
 TABLE3_MODELS = ('cnn', 'gcm', 'gcm-clip')
@@ -71,7 +71,7 @@ class ReportError(Exception):
 
 # A run's recipe: what must agree between runs averaged in one row (the
 # seed may differ, and the data folder may move between machines).
-RECIPE_KEYS = tuple(paper.TABLE2) + ('model', 'train_subset', 'validation')
+RECIPE_KEYS = tuple(paper.TABLE2) + ('train_subset', 'validation')
 
 
 def read_json(path):
@@ -95,11 +95,35 @@ def read_log(run):
         raise ReportError('%s is not a training log (%s)' % (path, e))
 
 
+def recipe_label(config):
+    """'' for Table 2 as printed; else the recipe's name where it is not
+    Table 2 and every value that differs from the named recipe, e.g.
+    'weight decay 0.0001' or 'he2016'."""
+    name = config.get('recipe', 'table2')
+    base = dict(train.RECIPES.get(name, paper.TABLE2) if isinstance(
+        name, str) else paper.TABLE2, train_subset=0, validation=0)
+    parts = [] if name == 'table2' else [str(name)]
+    for key in RECIPE_KEYS:
+        value, usual = config.get(key), base[key]
+        if isinstance(usual, tuple):
+            usual = list(usual)
+        if value != usual:
+            if isinstance(value, list):
+                value = ' '.join(map(str, value)) or 'none'
+            parts.append('%s %s' % (key.replace('_', ' '), value))
+    return ', '.join(parts)
+
+
+def group_name(model, label):
+    return '%s (%s)' % (model, label) if label else model
+
+
 def find_runs(runs_dir):
     """Finished runs (a folder with config.json and metrics.json) below
-    runs_dir, grouped by model: {model: [run, ...]}, each group sorted by
-    seed. Which model and seed a run is comes from its config.json, so
-    folder names are free (`reproduce` uses MODEL and MODEL-seedK)."""
+    runs_dir, grouped by model and recipe: {(model, recipe_label): [run,
+    ...]}, each group sorted by seed. Which model, recipe and seed a run is
+    comes from its config.json, so folder names are free (`reproduce` uses
+    MODEL and MODEL-seedK); runs of different recipes are never averaged."""
     groups = {}
     if not os.path.isdir(runs_dir):
         return groups
@@ -109,16 +133,11 @@ def find_runs(runs_dir):
                 os.path.isfile(os.path.join(run, 'metrics.json'))):
             continue
         config = read_json(os.path.join(run, 'config.json'))
-        groups.setdefault(config.get('model'), []).append((run, config))
-    for model, runs in groups.items():
-        recipes = {json.dumps([c.get(k) for k in RECIPE_KEYS]) for _, c in runs}
-        if len(recipes) > 1:
-            raise ReportError('the %s runs in %s do not share one recipe (%s): '
-                              'keep runs of other recipes in another --runs '
-                              'folder' % (model, runs_dir,
-                                          ', '.join(r for r, _ in runs)))
+        key = (config.get('model'), recipe_label(config))
+        groups.setdefault(key, []).append((run, config))
+    for key, runs in groups.items():
         runs.sort(key=lambda rc: (rc[1].get('seed', 0), rc[0]))
-        groups[model] = [r for r, _ in runs]
+        groups[key] = [r for r, _ in runs]
     return groups
 
 
@@ -129,41 +148,69 @@ def data_name(config):
     return os.path.basename(os.path.normpath(data))
 
 
+def published(model):
+    """(parameters as printed, accuracy %, where) of the paper's models and
+    of the controls, or Nones for a model with no published figure."""
+    if model in paper.TABLE3:
+        return (paper.TABLE3[model]['params'],
+                paper.TABLE3[model]['accuracy'], 'Table 3')
+    if model in resnet.PUBLISHED:
+        theirs = resnet.PUBLISHED[model]
+        return theirs['params'], theirs['accuracy'], theirs['source']
+    return None, None, None
+
+
+def _runs_columns(runs):
+    """Accuracy (mean, sample sd, n), seeds, epochs, s/epoch and data of a
+    group of runs of one recipe."""
+    metrics = [read_json(os.path.join(r, 'metrics.json')) for r in runs]
+    configs = [read_json(os.path.join(r, 'config.json')) for r in runs]
+    acc = 100 * np.array([m['accuracy'] for m in metrics])
+    epoch_seconds = [e['seconds'] for r in runs for e in read_log(r)]
+    return dict(accuracy=round(float(acc.mean()), 2),
+                accuracy_std=(round(float(acc.std(ddof=1)), 2)
+                              if len(acc) > 1 else None),
+                runs=len(runs),
+                seeds=' '.join(str(c.get('seed')) for c in configs),
+                epochs=metrics[0]['epochs'], data=data_name(configs[0]),
+                seconds_per_epoch=(round(float(np.median(epoch_seconds)), 1)
+                                   if epoch_seconds else None))
+
+
 def table3(runs_dir, timing=True):
-    """Rows of Table 3: ours from the finished runs under runs_dir (mean,
-    sample standard deviation and number of runs where a model has several
-    seeds), the paper's beside them."""
+    """Rows of Table 3: the paper's models with Table 2's recipe (kind
+    'paper'), then every other group of finished runs under runs_dir: the
+    paper's models with another recipe ('variant') and the controls
+    ('control'). Each row: ours (mean, sample standard deviation and number
+    of runs where there are several seeds) beside the published figure,
+    and their difference."""
     seconds = seconds_per_batch(TABLE3_MODELS) if timing else None
     groups = find_runs(runs_dir)
+    keys = [(model, '') for model in TABLE3_MODELS]
+    keys += sorted(set(groups) - set(keys),
+                   key=lambda k: (k[0] not in paper.TABLE3, str(k[0]), k[1]))
     rows = []
-    for model in TABLE3_MODELS:
-        theirs = paper.TABLE3[model]
-        row = {'model': model, 'params': count(model),
-               'paper_params': theirs['params'],
-               'time_ratio': None, 'paper_time_ratio': theirs['time_ratio'],
-               'accuracy': None, 'accuracy_std': None, 'runs': 0,
-               'seeds': '', 'epochs': None, 'seconds_per_epoch': None,
-               'data': None, 'paper_accuracy': theirs['accuracy']}
-        if timing:
-            row['time_ratio'] = round(seconds[model] / seconds['cnn'], 3)
-        runs = groups.get(model, [])
-        if runs:
-            metrics = [read_json(os.path.join(r, 'metrics.json'))
-                       for r in runs]
-            configs = [read_json(os.path.join(r, 'config.json'))
-                       for r in runs]
-            acc = 100 * np.array([m['accuracy'] for m in metrics])
-            epoch_seconds = [e['seconds'] for r in runs for e in read_log(r)]
-            row.update(accuracy=round(float(acc.mean()), 2),
-                       accuracy_std=(round(float(acc.std(ddof=1)), 2)
-                                     if len(acc) > 1 else None),
-                       runs=len(runs),
-                       seeds=' '.join(str(c.get('seed')) for c in configs),
-                       epochs=metrics[0]['epochs'],
-                       data=data_name(configs[0]))
-            if epoch_seconds:
-                row['seconds_per_epoch'] = round(
-                    float(np.median(epoch_seconds)), 1)
+    for model, label in keys:
+        params, accuracy, source = published(model)
+        row = {'name': group_name(model, label), 'model': model,
+               'recipe': label,
+               'kind': ('paper' if model in paper.TABLE3 and not label else
+                        'variant' if model in paper.TABLE3 else 'control'),
+               'params': count(model) if model in MODELS else None,
+               'paper_params': params, 'time_ratio': None,
+               'paper_time_ratio': None, 'accuracy': None,
+               'accuracy_std': None, 'runs': 0, 'seeds': '', 'epochs': None,
+               'seconds_per_epoch': None, 'data': None,
+               'paper_accuracy': accuracy, 'difference': None,
+               'source': source}
+        if row['kind'] == 'paper':
+            row['paper_time_ratio'] = paper.TABLE3[model]['time_ratio']
+            if timing:
+                row['time_ratio'] = round(seconds[model] / seconds['cnn'], 3)
+        if (model, label) in groups:
+            row.update(_runs_columns(groups[model, label]))
+            if accuracy is not None:
+                row['difference'] = round(row['accuracy'] - accuracy, 2)
         rows.append(row)
     return rows
 
@@ -181,19 +228,48 @@ def _accuracy_cell(r):
     return '%.2f' % r['accuracy']
 
 
+def _params_cell(r):
+    return '-' if r['params'] is None else rounded(r['params'])
+
+
 def write_table3(rows, results_dir):
-    """Write table3.md and table3.csv; return the Markdown."""
+    """Write table3.md and table3.csv; return the Markdown: Table 3, and
+    below it, apart, the variants and controls."""
     os.makedirs(results_dir, exist_ok=True)
     lines = ['| model | params | paper | time ratio (train) | paper | '
-             'test accuracy % | epochs | s/epoch | data | paper |',
-             '|---|---:|---:|---:|---:|---:|---:|---:|---|---:|']
+             'test accuracy % | epochs | s/epoch | data | paper | '
+             'difference |',
+             '|---|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|']
     for r in rows:
-        lines.append('| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |' % (
-            r['model'], rounded(r['params']), r['paper_params'],
-            _cell(r['time_ratio'], '%.2f'), _cell(r['paper_time_ratio']),
-            _accuracy_cell(r), _cell(r['epochs']),
-            _cell(r['seconds_per_epoch'], '%.0f'), _cell(r['data']),
-            r['paper_accuracy']))
+        if r['kind'] != 'paper':
+            continue
+        lines.append('| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | '
+                     '%s |' % (
+                         r['model'], _params_cell(r), r['paper_params'],
+                         _cell(r['time_ratio'], '%.2f'),
+                         _cell(r['paper_time_ratio']), _accuracy_cell(r),
+                         _cell(r['epochs']),
+                         _cell(r['seconds_per_epoch'], '%.0f'),
+                         _cell(r['data']), r['paper_accuracy'],
+                         _cell(r['difference'], '%+.2f')))
+    others = [r for r in rows if r['kind'] != 'paper']
+    if others:
+        lines += ['', "Variants (the paper's models, another recipe) and "
+                  'controls (not in the paper):', '',
+                  '| run | kind | params | published | test accuracy % | '
+                  'epochs | s/epoch | data | published | difference | '
+                  'published in |',
+                  '|---|---|---:|---:|---:|---:|---:|---|---:|---:|---|']
+        for r in others:
+            lines.append('| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s '
+                         '| %s |' % (
+                             r['name'], r['kind'], _params_cell(r),
+                             _cell(r['paper_params']), _accuracy_cell(r),
+                             _cell(r['epochs']),
+                             _cell(r['seconds_per_epoch'], '%.0f'),
+                             _cell(r['data']), _cell(r['paper_accuracy']),
+                             _cell(r['difference'], '%+.2f'),
+                             _cell(r['source'])))
     text = '\n'.join(lines)
     notes = ['Time ratio: seconds per training batch of 128, GCM over CNN, '
              'measured on %s.' % theano.config.device,
@@ -202,7 +278,11 @@ def write_table3(rows, results_dir):
              'test accuracy: mean ± sample standard deviation over n runs '
              '(seeds) where a model has several.',
              "Paper: Table 3, on the official CIFAR-10; 'data' names the "
-             'data set each of our runs used.']
+             'data set each of our runs used; difference: ours minus the '
+             'published figure, in points.',
+             'A variant names what its recipe changes from Table 2; a '
+             'variant\'s published figure is the paper\'s for its model '
+             'with Table 2.']
     with open(os.path.join(results_dir, 'table3.md'), 'w') as f:
         f.write(text + '\n\n' + '\n'.join(notes) + '\n')
     with open(os.path.join(results_dir, 'table3.csv'), 'w', newline='') as f:

@@ -22,7 +22,7 @@ import theano
 import theano.tensor as T
 from PIL import Image
 
-from . import batches, checkpoint, cifar10, images, paper
+from . import batches, checkpoint, cifar10, images, paper, resnet
 from .errors import DataError
 from .models import build_model
 
@@ -35,11 +35,22 @@ class TrainingError(Exception):
     pass
 
 
+# Named recipes (--recipe): the paper's, and He et al.'s for the ResNet-20
+# control. Options given beside a name override its values.
+RECIPES = {'table2': paper.TABLE2, 'he2016': resnet.HE2016}
+
+
 def default_config(**overrides):
-    """Table 2 plus what a run needs to be repeatable; every key is a
-    command-line option of run_cifar10.py train."""
-    config = dict(paper.TABLE2, model='gcm', data='cifar10', data_dir='data',
-                  download=True, image_size=None, validation=0, train_subset=0, seed=1)
+    """The recipe named by overrides['recipe'] (default: Table 2) plus what
+    a run needs to be repeatable, then the overrides; every key is a
+    command-line option of run_cifar10.py train. A config saved before
+    recipes had names is a Table 2 one, its own values overriding."""
+    name = overrides.get('recipe', 'table2')
+    recipe = RECIPES.get(name, paper.TABLE2) if isinstance(
+        name, str) else paper.TABLE2  # check_config refuses a bad name
+    config = dict(recipe, recipe=name, model='gcm',
+                  data='cifar10', data_dir='data', download=True,
+                  image_size=None, validation=0, train_subset=0, seed=1)
     unknown = set(overrides) - set(config)
     if unknown:
         raise ValueError('unknown option(s): %s' % ', '.join(sorted(unknown)))
@@ -66,15 +77,19 @@ LIMITS = (
 
 def check_config(config):
     """Refuse, before anything is loaded, a recipe that cannot train."""
+    if not isinstance(config['recipe'], str) or \
+            config['recipe'] not in RECIPES:
+        raise TrainingError('--recipe %s: must be one of %s'
+                            % (config['recipe'], ', '.join(RECIPES)))
     for key, ok, what in LIMITS:
         value = config[key]
         if not isinstance(value, numbers.Real) or not ok(value):
             raise TrainingError('--%s %s: must be %s'
                                 % (key.replace('_', '-'), value, what))
-    # Table 2's steps stay the recipe of a shorter run (a constant rate);
-    # steps given for it must fall inside it (a step at its last epoch
-    # counts when the run is resumed for more epochs)
-    if list(config['lr_steps']) != list(paper.TABLE2['lr_steps']):
+    # a recipe's own steps stay the recipe of a shorter run (a constant
+    # rate); steps given for it must fall inside it (a step at its last
+    # epoch counts when the run is resumed for more epochs)
+    if list(config['lr_steps']) != list(RECIPES[config['recipe']]['lr_steps']):
         for step in config['lr_steps']:
             if not 1 <= step <= config['epochs']:
                 raise TrainingError(
@@ -270,10 +285,15 @@ def _write_log(path, rows, mode):
 
 
 def _saved_config(meta, epochs, path):
+    """The recipe of the run being resumed; `epochs` (None: as it was) is
+    all a resume may change."""
     if not isinstance(meta.get('config'), dict):
         raise checkpoint.CheckpointError('%s holds no training config' % path)
-    config = dict(default_config(), **meta['config'])
-    config['epochs'] = epochs
+    saved = meta['config']
+    config = dict(default_config(recipe=saved.get('recipe', 'table2')),
+                  **saved)
+    if epochs is not None:
+        config['epochs'] = epochs
     check_config(config)
     return config
 
@@ -333,13 +353,15 @@ def _run_lock(out_dir):
 def train(config, out_dir, resume=False, echo=_echo):
     """Train config['model'] into out_dir; returns the final metrics.
     resume=True continues the run in out_dir and refuses if there is none
-    (a mistyped folder must not start a new run unnoticed)."""
+    (a mistyped folder must not start a new run unnoticed); it keeps the
+    run's recipe, and config['epochs'], unless None, as its new length."""
     with contextlib.ExitStack() as held:
         return _train(config, out_dir, resume, echo, held)
 
 
 def _train(config, out_dir, resume, echo, held):
-    check_config(config)
+    if not resume:  # a resume checks the run's own recipe below
+        check_config(config)
     ckpt_path = os.path.join(out_dir, 'checkpoint.npz')
     log_path = os.path.join(out_dir, 'log.csv')
     if os.path.exists(out_dir) and not os.path.isdir(out_dir):

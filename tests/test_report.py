@@ -15,14 +15,13 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHIPPED = os.path.dirname(shipped.model_path())
 
 
-def make_run(folder, model, accuracy, seed=1, epochs=4, seconds=10.0,
-             **recipe):
+def make_run(folder, model, accuracy, seed=1, seconds=10.0, **recipe):
     """A finished run folder as train.train leaves it, with made-up
     numbers: config.json, log.csv (accuracy rising to `accuracy`) and
-    metrics.json."""
-    config = train.default_config(model=model, seed=seed, epochs=epochs,
-                                  data='/somewhere/cifar10-jpeg',
-                                  lr_steps=[2, 3], **recipe)
+    metrics.json. The recipe is Table 2's unless `recipe` changes it."""
+    config = train.default_config(model=model, seed=seed,
+                                  data='/somewhere/cifar10-jpeg', **recipe)
+    epochs = config['epochs']
     os.makedirs(folder)
     with open(os.path.join(folder, 'config.json'), 'w') as f:
         json.dump(config, f)
@@ -37,7 +36,7 @@ def make_run(folder, model, accuracy, seed=1, epochs=4, seconds=10.0,
 
 def read_csv(path):
     with open(path) as f:
-        return {r['model']: r for r in csv.DictReader(f)}
+        return {r['name']: r for r in csv.DictReader(f)}
 
 
 def test_table3_one_run_per_model_and_the_curves(tmp_path):
@@ -51,12 +50,14 @@ def test_table3_one_run_per_model_and_the_curves(tmp_path):
     rows = read_csv(os.path.join(results, 'table3.csv'))
     assert rows['gcm']['accuracy'] == '90.43' and rows['gcm']['runs'] == '1'
     assert rows['gcm']['accuracy_std'] == ''  # one run: no spread
-    assert rows['cnn']['seconds_per_epoch'] == '42.5'  # median of 41..44
+    assert rows['cnn']['seconds_per_epoch'] == '130.5'  # median of 41..220
     assert rows['gcm-clip']['data'] == 'cifar10-jpeg'
     assert rows['gcm']['params'] == str(paper.PARAMS['gcm'])
+    assert rows['gcm']['kind'] == 'paper' and rows['gcm']['recipe'] == ''
     md = open(os.path.join(results, 'table3.md')).read()
-    assert ('| gcm | 162K | 162K | - | 1.15 | 90.43 | 4 | 52 | cifar10-jpeg '
-            '| 90.43 |') in md
+    assert ('| gcm | 162K | 162K | - | 1.15 | 90.43 | 180 | 140 | '
+            'cifar10-jpeg | 90.43 | +0.00 |') in md
+    assert 'controls' not in md  # no such runs: no second table
     png = os.path.join(results, 'curves.png')
     with Image.open(png) as im:
         assert im.format == 'PNG'
@@ -81,14 +82,57 @@ def test_table3_averages_the_seeds_of_a_model(tmp_path):
     assert '91.00 ± 1.00 (n=3)' in text
 
 
-def test_table3_refuses_to_average_different_recipes(tmp_path, capsys):
-    runs = str(tmp_path / 'runs')
-    make_run(os.path.join(runs, 'gcm'), 'gcm', 0.9)
-    make_run(os.path.join(runs, 'gcm-short'), 'gcm', 0.7, train_subset=30)
-    assert cli.main(['--runs', runs, '--results', str(tmp_path / 'r'),
-                     'table3', '--no-timing']) == 1
-    err = capsys.readouterr().err
-    assert err.count('\n') == 1 and 'do not share one recipe' in err
+def test_table3_keeps_other_recipes_and_controls_apart(tmp_path):
+    """Runs of another recipe are never averaged with Table 2's: each
+    recipe is a row of its own below Table 3, named by what it changes, and
+    a control sits there with its published figure."""
+    runs, results = str(tmp_path / 'runs'), str(tmp_path / 'r')
+    make_run(os.path.join(runs, 'gcm'), 'gcm', 0.90)
+    make_run(os.path.join(runs, 'gcm-short'), 'gcm', 0.70, train_subset=30,
+             epochs=4, lr_steps=[2, 3])
+    make_run(os.path.join(runs, 'gcm-wd'), 'gcm', 0.88, weight_decay=1e-4)
+    make_run(os.path.join(runs, 'gcm-wd-seed2'), 'gcm', 0.86, seed=2,
+             weight_decay=1e-4)
+    make_run(os.path.join(runs, 'resnet'), 'resnet20', 0.87,
+             recipe='he2016')
+    assert cli.main(['--runs', runs, '--results', results, 'table3',
+                     '--no-timing']) == 0
+    rows = read_csv(os.path.join(results, 'table3.csv'))
+    assert list(rows) == ['cnn', 'gcm', 'gcm-clip',
+                          'gcm (epochs 4, lr steps 2 3, train subset 30)',
+                          'gcm (weight decay 0.0001)', 'resnet20 (he2016)']
+    assert (rows['gcm']['accuracy'], rows['gcm']['runs']) == ('90.0', '1')
+    wd = rows['gcm (weight decay 0.0001)']
+    assert (wd['kind'], wd['accuracy'], wd['accuracy_std'], wd['runs'],
+            wd['paper_accuracy'], wd['difference']) == \
+        ('variant', '87.0', '1.41', '2', '90.43', '-3.43')
+    control = rows['resnet20 (he2016)']
+    assert (control['kind'], control['params'], control['paper_accuracy'],
+            control['difference'], control['epochs']) == \
+        ('control', '269722', '91.25', '-4.25', '164')
+    assert 'He et al. 2016' in control['source']
+    md = open(os.path.join(results, 'table3.md')).read()
+    table3, others = md.split('controls (not in the paper)')
+    assert 'resnet20' not in table3 and 'weight decay' not in table3
+    assert ('| resnet20 (he2016) | control | 270K | 0.27M | 87.00 | 164 | '
+            '92 | cifar10-jpeg | 91.25 | -4.25 | He et al. 2016, Table 6 |'
+            in others)
+    assert '| gcm (weight decay 0.0001) | variant | 162K | 162K | ' \
+        '87.00 ± 1.41 (n=2) |' in others
+    assert os.path.exists(os.path.join(results, 'curves.png'))
+
+
+def test_recipe_label_names_what_differs_from_the_named_recipe():
+    label = report.recipe_label
+    assert label(train.default_config()) == ''
+    older = train.default_config()  # older configs have no recipe name
+    del older['recipe']
+    assert label(older) == ''
+    assert label(train.default_config(recipe='he2016')) == 'he2016'
+    assert label(train.default_config(recipe='he2016', pad=2, flip=False)) \
+        == 'he2016, pad 2, flip False'
+    assert label(train.default_config(weight_decay=5e-5, lr_steps=[])) == \
+        'lr steps none, weight decay 5e-05'
 
 
 def test_reproduce_trains_every_model_for_every_seed_once(tmp_path,

@@ -148,6 +148,27 @@ def test_bad_arguments_exit_2_with_one_line(args, message):
     assert done.stderr.count('\n') == 1 and message in done.stderr
 
 
+def test_the_bare_command_is_reproduce_and_ends_in_one_line_without_data(
+        tmp_path):
+    """`python run_cifar10.py`, as the Docker image runs it: Table 2's
+    reproduce, which looks for the official archive under data/ and, where
+    it cannot be downloaded (here: a proxy on a closed loopback port),
+    says so in one line."""
+    closed = 'http://127.0.0.1:9'
+    env = dict(os.environ, https_proxy=closed, HTTPS_PROXY=closed,
+               no_proxy='', NO_PROXY='')
+    done = subprocess.run([sys.executable, os.path.join(ROOT, 'run_cifar10.py')],
+                          cwd=str(tmp_path), env=env, capture_output=True,
+                          text=True)
+    assert done.returncode == 1, done.stderr
+    assert done.stderr.count('\n') == 1, done.stderr
+    assert done.stderr.startswith('error: no CIFAR-10 archive at %s'
+                                  % (tmp_path / 'data'))
+    assert 'could not be downloaded' in done.stderr
+    assert done.stdout.startswith('== gcm, seed 1 -> runs/gcm')
+    assert not (tmp_path / 'runs' / 'gcm').exists()  # nothing half made
+
+
 def test_bad_inputs_give_one_line_errors(tmp_path):
     missing = cli('evaluate', str(tmp_path / 'nothing.npz'))
     assert missing.returncode == 1
