@@ -93,9 +93,9 @@ def add_data_options(p, default='cifar10'):
                    help='resize image-folder images to this size')
 
 
-def build_parser():
+def build_parser(prog=None):
     # prog: as invoked (run_cifar10.py, or the installed gcm-lasagne)
-    p = Parser(description=__doc__,
+    p = Parser(prog=prog, description=__doc__,
                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument('--runs', default='runs',
                    help='folder of run folders (default: runs/)')

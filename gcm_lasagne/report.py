@@ -7,6 +7,7 @@ import time
 
 import numpy as np
 import lasagne
+import scipy.stats
 import theano
 import theano.tensor as T
 
@@ -167,7 +168,8 @@ def _runs_columns(runs):
     configs = [read_json(os.path.join(r, 'config.json')) for r in runs]
     acc = 100 * np.array([m['accuracy'] for m in metrics])
     epoch_seconds = [e['seconds'] for r in runs for e in read_log(r)]
-    return dict(accuracy=round(float(acc.mean()), 2),
+    return dict(accuracies=' '.join('%.2f' % a for a in acc),
+                accuracy=round(float(acc.mean()), 2),
                 accuracy_std=(round(float(acc.std(ddof=1)), 2)
                               if len(acc) > 1 else None),
                 runs=len(runs),
@@ -198,8 +200,8 @@ def table3(runs_dir, timing=True):
                         'variant' if model in paper.TABLE3 else 'control'),
                'params': count(model) if model in MODELS else None,
                'paper_params': params, 'time_ratio': None,
-               'paper_time_ratio': None, 'accuracy': None,
-               'accuracy_std': None, 'runs': 0, 'seeds': '', 'epochs': None,
+               'paper_time_ratio': None, 'accuracies': '',
+               'accuracy': None, 'accuracy_std': None, 'runs': 0, 'seeds': '', 'epochs': None,
                'seconds_per_epoch': None, 'data': None,
                'paper_accuracy': accuracy, 'difference': None,
                'source': source}
@@ -215,6 +217,48 @@ def table3(runs_dir, timing=True):
     return rows
 
 
+def welch(a, b):
+    """Welch's t-test of mean(a) - mean(b) for two small samples of unequal
+    variance: the difference, its standard error, t, the Welch-Satterthwaite
+    degrees of freedom and the two-sided p. None with fewer than two values
+    in either sample, or none of them spread (no variance to estimate)."""
+    a, b = np.asarray(a, float), np.asarray(b, float)
+    if len(a) < 2 or len(b) < 2:
+        return None
+    va, vb = a.var(ddof=1) / len(a), b.var(ddof=1) / len(b)
+    if va + vb == 0:
+        return None
+    difference, se = a.mean() - b.mean(), np.sqrt(va + vb)
+    df = (va + vb) ** 2 / (va ** 2 / (len(a) - 1) + vb ** 2 / (len(b) - 1))
+    t = difference / se
+    return {'difference': float(difference), 'se': float(se), 't': float(t),
+            'df': float(df), 'p': float(2 * scipy.stats.t.sf(abs(t), df))}
+
+
+def gcm_minus_cnn(rows, alpha=0.05):
+    """The line the paper's claim ("GCM costs no accuracy") needs: GCM's
+    Table 3 accuracy minus the CNN's, its standard error, and whether the
+    difference is distinguishable from zero at these numbers of runs
+    (Welch's t, two-sided, at `alpha`)."""
+    paper_rows = {r['model']: r for r in rows if r['kind'] == 'paper'}
+    gcm, cnn = paper_rows['gcm'], paper_rows['cnn']
+    if not (gcm['runs'] and cnn['runs']):
+        return 'GCM - CNN: needs finished runs of both.'
+    a = [float(v) for v in gcm['accuracies'].split()]
+    b = [float(v) for v in cnn['accuracies'].split()]
+    test = welch(a, b)
+    if test is None:
+        return ('GCM - CNN: %+.2f points (n = %d and %d); a standard error '
+                'needs at least two runs (seeds) of each, with some spread.'
+                % (np.mean(a) - np.mean(b), len(a), len(b)))
+    return ("GCM - CNN: %+.2f ± %.2f points (standard error); Welch's t = "
+            '%.2f, df = %.1f, two-sided p = %.3f: %s from zero at n = %d and '
+            '%d (%g%% level).' % (
+                test['difference'], test['se'], test['t'], test['df'],
+                test['p'], 'distinguishable' if test['p'] < alpha else
+                'not distinguishable', len(a), len(b), 100 * alpha))
+
+
 def _cell(value, fmt='%s'):
     return '-' if value is None else fmt % value
 
@@ -225,7 +269,7 @@ def _accuracy_cell(r):
     if r['runs'] > 1:
         return '%.2f ± %.2f (n=%d)' % (r['accuracy'], r['accuracy_std'],
                                        r['runs'])
-    return '%.2f' % r['accuracy']
+    return '%.2f (n=1)' % r['accuracy']  # one run: no spread to give
 
 
 def _params_cell(r):
@@ -252,6 +296,7 @@ def write_table3(rows, results_dir):
                          _cell(r['seconds_per_epoch'], '%.0f'),
                          _cell(r['data']), r['paper_accuracy'],
                          _cell(r['difference'], '%+.2f')))
+    lines += ['', gcm_minus_cnn(rows)]
     others = [r for r in rows if r['kind'] != 'paper']
     if others:
         lines += ['', "Variants (the paper's models, another recipe) and "

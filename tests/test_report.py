@@ -55,8 +55,10 @@ def test_table3_one_run_per_model_and_the_curves(tmp_path):
     assert rows['gcm']['params'] == str(paper.PARAMS['gcm'])
     assert rows['gcm']['kind'] == 'paper' and rows['gcm']['recipe'] == ''
     md = open(os.path.join(results, 'table3.md')).read()
-    assert ('| gcm | 162K | 162K | - | 1.15 | 90.43 | 180 | 140 | '
+    assert ('| gcm | 162K | 162K | - | 1.15 | 90.43 (n=1) | 180 | 140 | '
             'cifar10-jpeg | 90.43 | +0.00 |') in md
+    assert ('GCM - CNN: +0.04 points (n = 1 and 1); a standard error needs '
+            'at least two runs') in md
     assert 'controls' not in md  # no such runs: no second table
     png = os.path.join(results, 'curves.png')
     with Image.open(png) as im:
@@ -114,12 +116,54 @@ def test_table3_keeps_other_recipes_and_controls_apart(tmp_path):
     md = open(os.path.join(results, 'table3.md')).read()
     table3, others = md.split('controls (not in the paper)')
     assert 'resnet20' not in table3 and 'weight decay' not in table3
-    assert ('| resnet20 (he2016) | control | 270K | 0.27M | 87.00 | 164 | '
+    assert ('| resnet20 (he2016) | control | 270K | 0.27M | 87.00 (n=1) | 164 | '
             '92 | cifar10-jpeg | 91.25 | -4.25 | He et al. 2016, Table 6 |'
             in others)
     assert '| gcm (weight decay 0.0001) | variant | 162K | 162K | ' \
         '87.00 ± 1.41 (n=2) |' in others
     assert os.path.exists(os.path.join(results, 'curves.png'))
+
+
+def test_welch_on_samples_whose_answer_is_known():
+    # b has no spread, so the degrees of freedom are len(a) - 1 = 2, where
+    # Student's t has a closed form: two-sided p = 1 - t / sqrt(2 + t^2)
+    test = report.welch([90, 91, 92], [89, 89, 89])
+    assert test['difference'] == pytest.approx(2)
+    assert test['se'] == pytest.approx(np.sqrt(1 / 3.))
+    assert test['df'] == pytest.approx(2)
+    t = 2 / np.sqrt(1 / 3.)
+    assert test['t'] == pytest.approx(t)
+    assert test['p'] == pytest.approx(1 - t / np.sqrt(2 + t * t))  # 0.074
+    far = report.welch([90, 91, 92], [80, 80, 80])
+    assert far['p'] == pytest.approx(1 - 11 * np.sqrt(3) / np.sqrt(
+        2 + 363), rel=1e-6)  # 0.0027
+    # equal n and variances: df = 2 (n - 1)
+    assert report.welch([1, 2, 3], [2, 3, 4])['df'] == pytest.approx(4)
+    assert report.welch([90], [89, 90]) is None
+    assert report.welch([90, 90], [89, 89]) is None  # no spread at all
+
+
+def test_table3_says_whether_gcm_minus_cnn_is_distinguishable(tmp_path):
+    """Three seeds of each: the line the paper's claim needs, for a
+    difference inside the spread and for one far outside it."""
+    for case, cnn in (('near', (0.89, 0.90, 0.90)),
+                      ('far', (0.80, 0.80, 0.80))):
+        runs = str(tmp_path / case)
+        for seed, (g, c) in enumerate(zip((0.90, 0.91, 0.92), cnn), 1):
+            make_run(os.path.join(runs, cli.run_name('gcm', seed)), 'gcm', g,
+                     seed=seed)
+            make_run(os.path.join(runs, cli.run_name('cnn', seed)), 'cnn', c,
+                     seed=seed)
+        rows = report.table3(runs, timing=False)
+        text = report.write_table3(rows, str(tmp_path / ('r' + case)))
+        claim = [l for l in text.splitlines() if l.startswith('GCM - CNN')]
+        assert len(claim) == 1
+        test = report.welch([90, 91, 92], [100 * c for c in cnn])
+        assert ('%+.2f ± %.2f points' % (test['difference'], test['se'])
+                in claim[0])
+        assert claim[0].endswith('from zero at n = 3 and 3 (5% level).')
+        assert ('not distinguishable' in claim[0]) == (case == 'near')
+    assert '91.00 ± 1.00 (n=3)' in text and '80.00 ± 0.00 (n=3)' in text
 
 
 def test_recipe_label_names_what_differs_from_the_named_recipe():
