@@ -43,10 +43,9 @@ def add_recipe_options(p, seed=True):
         return 'table2: %s, he2016: %s' % (t2[key], he[key])
     g = p.add_argument_group('recipe (default: Table 2 of the paper)')
     g.add_argument('--recipe', choices=tuple(train.RECIPES),
-                   default='table2',
                    help="the paper's Table 2, or He et al. 2016's CIFAR-10 "
                         "recipe (for the resnet20 control); options below "
-                        "override its values (default: %(default)s)")
+                        "override its values (default: table2)")
     g.add_argument('--epochs', type=positive_int, help=defaults('epochs'))
     g.add_argument('--batch-size', type=positive_int,
                    help=defaults('batch_size'))
@@ -69,14 +68,14 @@ def add_recipe_options(p, seed=True):
                         % defaults('pad'))
     g.add_argument('--no-flip', dest='flip', action='store_false',
                    default=None, help='no random horizontal flips')
-    g.add_argument('--validation', type=int, default=0, metavar='N',
+    g.add_argument('--validation', type=int, metavar='N',
                    help='hold out N training images and report accuracy on '
                         'them each epoch (the paper chose its recipe with '
                         '5000); default: evaluate on the test set')
-    g.add_argument('--train-subset', type=int, default=0, metavar='N',
+    g.add_argument('--train-subset', type=int, metavar='N',
                    help='train on a fixed random N of the training images')
     if seed:
-        g.add_argument('--seed', type=int, default=1)
+        g.add_argument('--seed', type=int, help='default: 1')
 
 
 def add_data_options(p, default='cifar10'):
@@ -116,11 +115,16 @@ def build_parser(prog=None):
     add_recipe_options(r, seed=False)
 
     t = sub.add_parser('train', help='train one model')
-    t.add_argument('--model', choices=MODELS, default='gcm')
+    t.add_argument('--model', choices=MODELS, help='default: gcm')
     t.add_argument('--out', help='run folder (default: RUNS/MODEL)')
     t.add_argument('--resume', action='store_true',
-                   help='continue the run in --out where it stopped')
-    add_data_options(t)
+                   help='continue the run in --out where it stopped, with '
+                        'its recipe; --epochs may lengthen it, --data name '
+                        'where its data is now')
+    t.add_argument('--overwrite', action='store_true',
+                   help='replace the run already in --out (its model, '
+                        'checkpoint, log, config and metrics)')
+    add_data_options(t, default=None)
     add_recipe_options(t)
 
     e = sub.add_parser('evaluate', help='accuracy, per-class accuracy and '
@@ -128,20 +132,44 @@ def build_parser(prog=None):
     e.add_argument('checkpoint')
     add_data_options(e, default=None)
 
+    map_help = ("the maps drawn: 'ccm' for GCM, 'cam' (default) or "
+                "'grad-cam' for the CNN baseline and resnet20")
     f = sub.add_parser('figures', help='Figures 6 (7 for a clipped model) '
-                       'and 8 from correctly classified test images')
+                       'and 8 from correctly classified test images; CAM '
+                       'or Grad-CAM for the CNN')
     f.add_argument('checkpoint')
     f.add_argument('--out', help='default: the model\'s folder')
+    f.add_argument('--method', choices=api.FIGURE_METHODS, help=map_help)
     add_data_options(f, default=None)
 
-    x = sub.add_parser('explain', help='top classes and CCM figures for any '
-                       'image files')
+    x = sub.add_parser('explain', help='top classes and CCM (CNN: CAM) '
+                       'figures for any image files')
     x.add_argument('checkpoint')
     x.add_argument('images', nargs='+', metavar='IMAGE')
     x.add_argument('--out', default='explained',
                    help='where the figures and maps go (default: '
                         'explained/)')
     x.add_argument('--top', type=positive_int, default=3)
+    x.add_argument('--method', choices=api.FIGURE_METHODS, help=map_help)
+
+    c = sub.add_parser('compare', help="GCM's CCM beside a CNN's CAM of the "
+                       'same images, with both predictions')
+    c.add_argument('gcm', metavar='GCM.npz')
+    c.add_argument('other', metavar='CNN.npz',
+                   help='a model with CAM: the CNN baseline or resnet20')
+    c.add_argument('images', nargs='*', metavar='IMAGE',
+                   help='image files; none: test images of --data (or of '
+                        "the GCM's data)")
+    c.add_argument('--method', choices=attribution.CNN_METHODS,
+                   default='cam', help='the second model\'s map '
+                   '(%(default)s)')
+    c.add_argument('--count', type=positive_int, metavar='N',
+                   help='test images, a seeded choice balanced over the '
+                        'classes (default: one a class, at most 10)')
+    c.add_argument('--seed', type=int, default=0,
+                   help='of the test image choice (%(default)s)')
+    c.add_argument('--out', help='default: RESULTS/compare')
+    add_data_options(c, default=None)
 
     d = sub.add_parser('demo', help='Figures 6 and 8 from the model that '
                        'ships with this repository, offline')
@@ -199,13 +227,20 @@ def recipe(args, **overrides):
 
 
 def cmd_train(args):
-    out = args.out or os.path.join(args.runs, args.model)
-    config = recipe(args)
-    if args.resume and args.epochs is None:
-        config['epochs'] = None  # as the run was started
-    metrics = train.train(config, out, resume=args.resume)
+    if args.resume and args.overwrite:
+        raise train.TrainingError('--resume continues the run in --out and '
+                                  '--overwrite replaces it: give one')
+    out = args.out or os.path.join(args.runs, args.model or 'gcm')
+    if args.resume:  # what was given again, checked against the run
+        config = {k: v for k, v in vars(args).items()
+                  if k in train.default_config()}
+    else:
+        config = recipe(args)
+    metrics = train.train(config, out, resume=args.resume,
+                          overwrite=args.overwrite)
     print('%s: %s accuracy %.2f%% (run folder %s)' % (
-        args.model, metrics['eval_set'], 100 * metrics['accuracy'], out))
+        config['model'] or 'the run', metrics['eval_set'],
+        100 * metrics['accuracy'], out))
 
 
 def data_override(args):
@@ -227,12 +262,25 @@ def cmd_evaluate(args):
 def cmd_figures(args):
     out = args.out or os.path.dirname(os.path.abspath(args.checkpoint))
     for path in visualize.run_figures(args.checkpoint, out,
-                                      data_override(args)):
+                                      data_override(args),
+                                      method=args.method):
         print('wrote', path)
 
 
 def cmd_explain(args):
-    visualize.run_explain(args.checkpoint, args.images, args.out, args.top)
+    visualize.run_explain(args.checkpoint, args.images, args.out, args.top,
+                          method=args.method)
+
+
+def cmd_compare(args):
+    from . import compare
+    if args.images and (args.data or args.count):
+        raise InputError('give image files or test images (--data, '
+                         '--count), not both')
+    compare.run_compare(args.gcm, args.other,
+                        args.out or os.path.join(args.results, 'compare'),
+                        args.images, data_override(args), args.count,
+                        args.method, args.seed)
 
 
 def cmd_demo(args):
@@ -332,6 +380,7 @@ def main(argv=None):
     commands = {'train': cmd_train, 'evaluate': cmd_evaluate,
                 'table3': cmd_table3, 'reproduce': cmd_reproduce,
                 'figures': cmd_figures, 'explain': cmd_explain,
+                'compare': cmd_compare,
                 'demo': cmd_demo, 'export': cmd_export,
                 'faithfulness': cmd_faithfulness}
     try:

@@ -14,3 +14,8 @@ class DataError(Exception):
 class InputError(ValueError):
     """Images or a request a model cannot take (wrong shape, dtype or value
     range; maps from a model that has none). One sentence, one line."""
+
+
+class TrainingError(Exception):
+    """A training request that cannot run as asked (an option out of range,
+    a run folder it would harm). One line."""

@@ -20,8 +20,12 @@ def export_run(run, out, data_name=None):
     if missing:
         raise checkpoint.CheckpointError(
             '%s is not a finished run (missing %s)' % (run, ', '.join(missing)))
-    if os.path.exists(os.path.join(out, 'model.npz')):
-        raise checkpoint.CheckpointError('%s already holds a model' % out)
+    taken = [f for f in ('model.npz', 'config.json') + FILES
+             if os.path.exists(os.path.join(out, f))]
+    if taken:
+        raise checkpoint.CheckpointError(
+            '%s already holds %s; export into a new folder'
+            % (out, ', '.join(taken)))
     meta, values, arrays = checkpoint.read(model_path)
     config = dict(meta['config'])
     config['data'] = data_name or report.data_name(config)

@@ -6,8 +6,6 @@ averages, momentum buffers, epoch, RNG state), model.npz (the final
 weights, small enough to share) and metrics.json (the final evaluation).
 """
 import contextlib
-import csv
-import fcntl
 import glob
 import json
 import math
@@ -22,17 +20,12 @@ import theano
 import theano.tensor as T
 from PIL import Image
 
-from . import batches, checkpoint, cifar10, images, paper, resnet
-from .errors import DataError
+from . import batches, checkpoint, cifar10, images, paper, resnet, runfolder
+from .errors import DataError, TrainingError
 from .models import build_model
 
 floatX = theano.config.floatX
-LOG_FIELDS = ['epoch', 'learning_rate', 'train_loss', 'train_acc',
-              'eval_loss', 'eval_acc', 'seconds']
-
-
-class TrainingError(Exception):
-    pass
+LOG_FIELDS = runfolder.LOG_FIELDS
 
 
 # Named recipes (--recipe): the paper's, and He et al.'s for the ResNet-20
@@ -263,45 +256,40 @@ def _set_rng_state(rng, arrays):
                    float(arrays['rng_gauss'])))
 
 
-def _trim_log(path, last_epoch):
-    """Drop log rows of epochs after the checkpoint (written after it and
-    then interrupted), so a resumed run's log has each epoch once."""
-    if not os.path.exists(path):
-        return
-    with open(path) as f:  # rows edited into something else are dropped
-        rows = [r for r in csv.DictReader(f)
-                if (r.get('epoch') or '').isdigit()
-                and int(r['epoch']) <= last_epoch]
-    _write_log(path, rows, 'w')
-
-
-def _write_log(path, rows, mode):
-    new = mode == 'w' or not os.path.exists(path)
-    with open(path, mode, newline='') as f:
-        writer = csv.DictWriter(f, LOG_FIELDS, extrasaction='ignore')
-        if new:
-            writer.writeheader()
-        writer.writerows(rows)
-
-
-def _saved_config(meta, epochs, path):
-    """The recipe of the run being resumed; `epochs` (None: as it was) is
-    all a resume may change."""
+def _saved_config(meta, given, path, epochs_done):
+    """The recipe of the run being resumed, checked against the options
+    the user gave again (`given`, None for those left out; see
+    runfolder.check_resume)."""
     if not isinstance(meta.get('config'), dict):
         raise checkpoint.CheckpointError('%s holds no training config' % path)
     saved = meta['config']
-    config = dict(default_config(recipe=saved.get('recipe', 'table2')),
-                  **saved)
-    if epochs is not None:
-        config['epochs'] = epochs
+    saved = dict(default_config(recipe=saved.get('recipe', 'table2')),
+                 **saved)
+    config, notes = runfolder.check_resume(saved, given,
+                                           os.path.dirname(path), epochs_done)
     check_config(config)
-    return config
+    return config, notes
+
+
+def _checkpoint_epoch(arrays, path):
+    """The last finished epoch a training checkpoint holds."""
+    try:
+        epoch = int(arrays['epoch'])
+    except KeyError as e:
+        raise checkpoint.CheckpointError('%s is not a training checkpoint '
+                                         '(it lacks %s)' % (path, e))
+    except (TypeError, ValueError) as e:
+        raise checkpoint.CheckpointError('%s holds a broken training state '
+                                         '(%s)' % (path, e))
+    if epoch < 1:
+        raise checkpoint.CheckpointError('%s: epoch %d' % (path, epoch))
+    return epoch
 
 
 def _saved_state(path, saved, net):
     """Set a checkpoint's parameters on the network and check the rest of
-    its training state, before anything is compiled; returns (epoch,
-    momentum buffers, RNG state)."""
+    its training state, before anything is compiled; returns (momentum
+    buffers, RNG state)."""
     _, values, arrays = saved
     checkpoint.set_values(net, values, path)
     try:
@@ -314,16 +302,13 @@ def _saved_state(path, saved, net):
                 raise ValueError('%s has shape %s, expected %s' % (
                     name, buffers[-1].shape, p.get_value(borrow=True).shape))
         _set_rng_state(np.random.RandomState(), arrays)
-        epoch = int(arrays['epoch'])
     except KeyError as e:
         raise checkpoint.CheckpointError('%s is not a training checkpoint '
                                          '(it lacks %s)' % (path, e))
     except (IndexError, TypeError, ValueError) as e:
         raise checkpoint.CheckpointError('%s holds a broken training state '
                                          '(%s)' % (path, e))
-    if epoch < 1:
-        raise checkpoint.CheckpointError('%s: epoch %d' % (path, epoch))
-    return epoch, buffers, arrays
+    return buffers, arrays
 
 
 def _stop(what, epoch, lr):
@@ -333,57 +318,43 @@ def _stop(what, epoch, lr):
                            if epoch > 1 else 'no checkpoint was written'))
 
 
-@contextlib.contextmanager
-def _run_lock(out_dir):
-    """Hold an exclusive lock on the run folder: a second training into the
-    same folder would delete this one's temporary checkpoint and write its
-    own epochs into the same log."""
-    with open(os.path.join(out_dir, '.lock'), 'a') as f:
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise TrainingError('%s is in use by another training process; '
-                                'wait for it or choose another --out'
-                                % out_dir)
-        except OSError:
-            pass  # a file system without locks: train unguarded, as before
-        yield  # closing the file releases the lock, even if killed
-
-
-def train(config, out_dir, resume=False, echo=_echo):
+def train(config, out_dir, resume=False, overwrite=False, echo=_echo):
     """Train config['model'] into out_dir; returns the final metrics.
-    resume=True continues the run in out_dir and refuses if there is none
-    (a mistyped folder must not start a new run unnoticed); it keeps the
-    run's recipe, and config['epochs'], unless None, as its new length."""
+
+    A folder that holds a run is never silently replaced: a new run there
+    refuses unless overwrite=True. resume=True continues the run in
+    out_dir and refuses if there is none (a mistyped folder must not start
+    a new run unnoticed); `config` then holds the options the user gave
+    again (None for those left out): they must agree with the run's
+    recipe, except that the epochs may grow and the data may have moved
+    (runfolder.check_resume)."""
     with contextlib.ExitStack() as held:
-        return _train(config, out_dir, resume, echo, held)
+        return _train(config, out_dir, resume, overwrite, echo, held)
 
 
-def _train(config, out_dir, resume, echo, held):
-    if not resume:  # a resume checks the run's own recipe below
-        check_config(config)
+def _train(config, out_dir, resume, overwrite, echo, held):
     ckpt_path = os.path.join(out_dir, 'checkpoint.npz')
     log_path = os.path.join(out_dir, 'log.csv')
     if os.path.exists(out_dir) and not os.path.isdir(out_dir):
         raise TrainingError('%s is a file, not a run folder' % out_dir)
+    replaced, notes = [], []
     if resume:
         if not os.path.exists(ckpt_path):
             raise TrainingError('nothing to resume: %s holds no checkpoint '
                                 '(no finished epoch); leave out --resume to '
                                 'start a run there' % out_dir)
         saved = checkpoint.read(ckpt_path)
-        # the recipe of a run is fixed; only its length may grow
-        config = _saved_config(saved[0], config['epochs'], ckpt_path)
-    elif os.path.exists(ckpt_path):
-        raise TrainingError('%s already holds a run; use --resume to continue '
-                            'it or choose another --out' % out_dir)
+        done = _checkpoint_epoch(saved[2], ckpt_path)
+        config, notes = _saved_config(saved[0], config, ckpt_path, done)
+    else:
+        check_config(config)
+        replaced = runfolder.check_new_run(out_dir, overwrite)
 
     X, y, X_eval, y_eval, classes = load_data(config)
     check_data(config, X, classes)
-    if resume and classes != saved[0]['classes']:
-        raise TrainingError('the data\'s classes %s are not those of the run '
-                            'in %s (%s)' % (classes, out_dir,
-                                            saved[0]['classes']))
+    if resume:
+        runfolder.check_same_data(saved[0], classes, X.shape[1:], len(X),
+                                  len(X_eval), out_dir)
     input_shape = X.shape[1:]
     lasagne.random.set_rng(np.random.RandomState(config['seed']))
     try:
@@ -394,13 +365,13 @@ def _train(config, out_dir, resume, echo, held):
     if 'centre' in net:
         net['centre'].pixel_mean.set_value(batches.pixel_mean(X))
     if resume:
-        start, buffers, state = _saved_state(ckpt_path, saved, net)
+        buffers, state = _saved_state(ckpt_path, saved, net)
     try:
         os.makedirs(out_dir, exist_ok=True)
     except OSError as e:
         raise TrainingError('cannot create the run folder %s (%s)'
                             % (out_dir, e.strerror))
-    held.enter_context(_run_lock(out_dir))
+    held.enter_context(runfolder.lock(out_dir))
     # temporary files of a checkpoint write that was killed
     for tmp in glob.glob(os.path.join(glob.escape(out_dir), '*.tmp.npz')):
         os.remove(tmp)
@@ -408,15 +379,29 @@ def _train(config, out_dir, resume, echo, held):
     eval_fn = compile_eval(net)
     rng = np.random.RandomState([config['seed'], 1])  # shuffling, augmenting
     meta = {'model': config['model'], 'classes': classes,
-            'input_shape': list(input_shape), 'config': config}
+            'input_shape': list(input_shape), 'config': config,
+            'train_images': len(X), 'eval_images': len(X_eval)}
     if resume:
         for v, value in zip(velocities, buffers):
             v.set_value(value)
         _set_rng_state(rng, state)
+        start = done
         echo('resuming %s after epoch %d' % (out_dir, start))
+        if config['epochs'] > start:  # a finished run's files say "done"
+            notes += ['kept the finished run\'s %s' % name
+                      for name in runfolder.set_aside(out_dir, start)]
     else:
         start = 0
-    _trim_log(log_path, start)  # rows of epochs that have no checkpoint
+        if replaced:
+            runfolder.remove(out_dir, replaced)
+            notes.append('replaced the run that was in %s (%s)'
+                         % (out_dir, ', '.join(replaced)))
+    dropped = runfolder.trim_log(log_path, start)
+    if dropped:
+        notes.append('dropped %d row(s) of log.csv after epoch %d or cut '
+                     'short (no checkpoint has them)' % (dropped, start))
+    for note in notes:
+        echo(note)
     with open(os.path.join(out_dir, 'config.json'), 'w') as f:
         json.dump(config, f, indent=2, sort_keys=True)
 
@@ -453,7 +438,7 @@ def _train(config, out_dir, resume, echo, held):
                'eval_loss': round(eval_loss, 5), 'eval_acc': round(eval_acc, 5),
                'seconds': round(time.time() - t0, 1)}
         # the log row first: a resume drops rows newer than the checkpoint
-        _write_log(log_path, [row], 'a')
+        runfolder.write_log(log_path, [row], 'a')
         keys, pos, gauss = _rng_state(rng)
         checkpoint.save(ckpt_path, net, meta, epoch=np.array(epoch),
                         rng_keys=keys, rng_pos=pos, rng_gauss=gauss,

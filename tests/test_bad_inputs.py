@@ -300,7 +300,7 @@ CASES = [
     ('resume: no epoch', _run_with(epoch=None), 'train --resume ' + G, 'epoch'),
     ('resume: bad rng', _run_with(rng_keys=np.zeros(5, np.uint32)), 'train --resume ' + G, 'broken training state'),
     ('resume: NaN momentum', _run_with(velocity_0=NAN), 'train --resume ' + G, 'velocity_0 holds NaN'),
-    ('resume: other classes', both(_run_with(), lambda d: [os.rename(os.path.join(d, 'data', s, 'c'), os.path.join(d, 'data', s, 'q')) for s in ('train', 'test')]), 'train --resume ' + G, 'not those of the run'),
+    ('resume: other classes', both(_run_with(), lambda d: [os.rename(os.path.join(d, 'data', s, 'c'), os.path.join(d, 'data', s, 'q')) for s in ('train', 'test')]), 'train --resume --data data ' + TRAIN, 'not those of the run'),
 ]
 
 

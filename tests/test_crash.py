@@ -16,7 +16,7 @@ import lasagne
 import numpy as np
 import pytest
 
-from gcm_lasagne import checkpoint, cli, train
+from gcm_lasagne import checkpoint, cli, runfolder, train
 from gcm_lasagne.models import build_model
 from test_bad_inputs import image_folder, training_checkpoint
 
@@ -192,8 +192,8 @@ def test_resume_drops_log_rows_it_cannot_read(tmp_path):
     path = str(tmp_path / 'log.csv')
     with open(path, 'w') as f:
         f.write('epoch,train_loss,note\n1,0.5,good\nbest,0.1,\n2,0.4,\n')
-    train._trim_log(path, 1)
+    runfolder.trim_log(path, 1)
     with open(path) as f:
         rows = list(csv.DictReader(f))
     assert [(r['epoch'], r['train_loss']) for r in rows] == [('1', '0.5')]
-    assert list(rows[0]) == train.LOG_FIELDS
+    assert list(rows[0]) == runfolder.LOG_FIELDS

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from gcm_lasagne import checkpoint, cli, curves, paper, report, shipped, train
+from gcm_lasagne import (checkpoint, cli, curves, paper, report, runfolder,
+                         shipped, train)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHIPPED = os.path.dirname(shipped.model_path())
@@ -29,7 +30,7 @@ def make_run(folder, model, accuracy, seed=1, seconds=10.0, **recipe):
              'train_loss': 2.0 / e, 'train_acc': 0.5,
              'eval_loss': 1.0, 'eval_acc': accuracy * e / epochs,
              'seconds': seconds + e} for e in range(1, epochs + 1)]
-    train._write_log(os.path.join(folder, 'log.csv'), rows, 'w')
+    runfolder.write_log(os.path.join(folder, 'log.csv'), rows, 'w')
     with open(os.path.join(folder, 'metrics.json'), 'w') as f:
         json.dump({'accuracy': accuracy, 'epochs': epochs}, f)
 
