@@ -315,8 +315,8 @@ def cmd_table3(args):
 
 def write_table3(runs, results, timing):
     """Table 3 and the training curves of the finished runs."""
-    print(report.write_table3(report.table3(runs, timing=timing), results))
-    groups = report.find_runs(runs)
+    groups = report.find_runs(runs)  # warns once of a run it skips
+    print(report.write_table3(report.table3(runs, timing, groups), results))
     if groups:
         print('wrote', curves.plot_curves(groups,
                                           os.path.join(results, 'curves.png')))
@@ -371,7 +371,17 @@ def check_folders(args):
                                       'into' % path)
 
 
+def printable_anywhere():
+    """Class and file names the terminal cannot encode (or that are not
+    text at all: undecodable bytes of a file name) are printed escaped,
+    never as a UnicodeEncodeError after the work is done."""
+    for stream in (sys.stdout, sys.stderr):
+        if hasattr(stream, 'reconfigure'):
+            stream.reconfigure(errors='backslashreplace')
+
+
 def main(argv=None):
+    printable_anywhere()
     args = default_outs(build_parser().parse_args(argv))
     ok, message = device.device_status()
     if not ok:  # Theano would silently run on the CPU

@@ -3,6 +3,7 @@ and readable evaluation summaries."""
 import csv
 import json
 import os
+import sys
 import time
 
 import numpy as np
@@ -11,7 +12,7 @@ import scipy.stats
 import theano
 import theano.tensor as T
 
-from . import paper, resnet, train
+from . import paper, resnet, runfolder, train
 from .models import MODELS, build_model
 from .train import compile_train, default_config
 
@@ -84,16 +85,55 @@ def read_json(path):
 
 
 def read_log(run):
-    """log.csv of a run folder as a list of dicts of floats (epoch an int)."""
-    path = os.path.join(run, 'log.csv')
-    if not os.path.exists(path):
-        return []
+    """log.csv of a run folder as a list of dicts of floats (epoch an int):
+    its whole rows, epochs 1, 2, ... in order (runfolder.read_log_rows)."""
     try:
-        with open(path) as f:
-            return [dict({k: float(v) for k, v in r.items()},
-                         epoch=int(r['epoch'])) for r in csv.DictReader(f)]
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        raise ReportError('%s is not a training log (%s)' % (path, e))
+        rows, _ = runfolder.read_log_rows(os.path.join(run, 'log.csv'))
+        return [dict({k: float(v) for k, v in r.items()
+                      if k in runfolder.LOG_FIELDS}, epoch=int(r['epoch']))
+                for r in rows]
+    except (OSError, UnicodeDecodeError, csv.Error) as e:
+        raise ReportError('%s is not a training log (%s)'
+                          % (os.path.join(run, 'log.csv'), e))
+
+
+def _field(path, record, key, ok, what):
+    value = record.get(key) if isinstance(record, dict) else None
+    if isinstance(value, bool) or not ok(value):
+        raise ReportError('%s: %s must be %s, not %r' % (path, key, what,
+                                                         value))
+    return value
+
+
+def _is_int(v):
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def check_run(run):
+    """A finished run's config.json and metrics.json, checked for every
+    field the tables and curves read; ReportError names the file and the
+    field."""
+    config_path = os.path.join(run, 'config.json')
+    metrics_path = os.path.join(run, 'metrics.json')
+    config, metrics = read_json(config_path), read_json(metrics_path)
+    for path, record in ((config_path, config), (metrics_path, metrics)):
+        if not isinstance(record, dict):
+            raise ReportError('%s is not a JSON object' % path)
+    _field(config_path, config, 'model', lambda v: v in MODELS,
+           'one of %s' % ', '.join(MODELS))
+    _field(config_path, config, 'seed', _is_int, 'an integer')
+    _field(config_path, config, 'lr_steps', lambda v: isinstance(
+        v, list) and all(_is_int(e) for e in v), 'a list of epochs')
+    _field(config_path, config, 'lr_factor', lambda v: isinstance(
+        v, (int, float)) and 0 < v <= 1, 'a number in (0, 1]')
+    _field(config_path, config, 'data', lambda v: isinstance(v, str) and v,
+           'a data set name or folder')
+    _field(metrics_path, metrics, 'accuracy', lambda v: isinstance(
+        v, (int, float)) and 0 <= v <= 1, 'a fraction in [0, 1]')
+    _field(metrics_path, metrics, 'epochs', lambda v: _is_int(v) and v >= 1,
+           'a positive integer')
+    read_log(run)
+    return config, metrics
 
 
 def recipe_label(config):
@@ -119,12 +159,17 @@ def group_name(model, label):
     return '%s (%s)' % (model, label) if label else model
 
 
-def find_runs(runs_dir):
+def _warn(text):
+    sys.stderr.write(text + '\n')
+
+
+def find_runs(runs_dir, warn=_warn):
     """Finished runs (a folder with config.json and metrics.json) below
     runs_dir, grouped by model and recipe: {(model, recipe_label): [run,
     ...]}, each group sorted by seed. Which model, recipe and seed a run is
     comes from its config.json, so folder names are free (`reproduce` uses
-    MODEL and MODEL-seedK); runs of different recipes are never averaged."""
+    MODEL and MODEL-seedK); runs of different recipes are never averaged.
+    A run whose files cannot be read is skipped with a warning."""
     groups = {}
     if not os.path.isdir(runs_dir):
         return groups
@@ -133,8 +178,12 @@ def find_runs(runs_dir):
         if not (os.path.isfile(os.path.join(run, 'config.json')) and
                 os.path.isfile(os.path.join(run, 'metrics.json'))):
             continue
-        config = read_json(os.path.join(run, 'config.json'))
-        key = (config.get('model'), recipe_label(config))
+        try:
+            config, _ = check_run(run)
+        except ReportError as e:  # the other runs are still tabulated
+            warn('warning: skipped %s: %s' % (run, e))
+            continue
+        key = (config['model'], recipe_label(config))
         groups.setdefault(key, []).append((run, config))
     for key, runs in groups.items():
         runs.sort(key=lambda rc: (rc[1].get('seed', 0), rc[0]))
@@ -179,7 +228,7 @@ def _runs_columns(runs):
                                    if epoch_seconds else None))
 
 
-def table3(runs_dir, timing=True):
+def table3(runs_dir, timing=True, groups=None):
     """Rows of Table 3: the paper's models with Table 2's recipe (kind
     'paper'), then every other group of finished runs under runs_dir: the
     paper's models with another recipe ('variant') and the controls
@@ -187,7 +236,8 @@ def table3(runs_dir, timing=True):
     of runs where there are several seeds) beside the published figure,
     and their difference."""
     seconds = seconds_per_batch(TABLE3_MODELS) if timing else None
-    groups = find_runs(runs_dir)
+    if groups is None:  # find_runs(runs_dir), if the caller has not
+        groups = find_runs(runs_dir)
     keys = [(model, '') for model in TABLE3_MODELS]
     keys += sorted(set(groups) - set(keys),
                    key=lambda k: (k[0] not in paper.TABLE3, str(k[0]), k[1]))

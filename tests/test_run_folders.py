@@ -8,7 +8,7 @@ import shutil
 
 import pytest
 
-from gcm_lasagne import cli, runfolder
+from gcm_lasagne import cli, report, runfolder
 from test_train import CLASSES, TINY, folder  # noqa: F401 (the fixture)
 
 ONE = TINY[:1] + ['1'] + TINY[2:]  # the tiny recipe, one epoch
@@ -152,3 +152,32 @@ def test_the_log_reader_keeps_whole_rows_in_order(tmp_path):
                 '2,0.4,0.2\n4,0.3,0.3\n')
     rows, dropped = runfolder.read_log_rows(path)
     assert [r['epoch'] for r in rows] == ['1', '2'] and dropped == 3
+
+
+@pytest.mark.parametrize('name, text, message', [
+    ('metrics.json', '{"accuracy": "high", "epochs": 2}',
+     "metrics.json: accuracy must be a fraction in [0, 1], not 'high'"),
+    ('metrics.json', '{"accuracy": 0.5}',
+     'metrics.json: epochs must be a positive integer, not None'),
+    ('config.json', '[1, 2]', 'config.json is not a JSON object'),
+    ('config.json', '{"model": "gcm", "seed": 1, "lr_steps": "100", '
+     '"lr_factor": 0.1, "data": "d"}',
+     "config.json: lr_steps must be a list of epochs, not '100'"),
+    ('config.json', '{', 'config.json (Expecting'),
+])
+def test_table3_skips_a_run_it_cannot_read_and_names_file_and_field(
+        finished, tmp_path, capsys, name, text, message):
+    runs = str(tmp_path / 'runs')
+    good, bad = os.path.join(runs, 'good'), os.path.join(runs, 'bad')
+    shutil.copytree(finished, good)
+    shutil.copytree(finished, bad)
+    with open(os.path.join(bad, name), 'w') as f:
+        f.write(text)
+    status, out, err = run(capsys, '--runs', runs, '--results',
+                           str(tmp_path / 'r'), 'table3', '--no-timing')
+    assert status == 0, err
+    assert err.count('\n') == 1 and err.startswith('warning: skipped %s: '
+                                                   % bad)
+    assert message in err
+    rows = report.table3(runs, timing=False)
+    assert [r['runs'] for r in rows if r['runs']] == [1]  # the good one
