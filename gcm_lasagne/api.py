@@ -6,6 +6,7 @@
                                      model.input_shape)
     label, scores, prob = model.predict(images)
     ccm = model.class_contribution_maps(images)     # (2, 10, 3, 32, 32)
+    cam = cnn.class_activation_maps(images)         # (2, 10, 32, 32)
 
 Images go in as numpy arrays (N, C, H, W) of the model's input_shape, either
 uint8 with pixels 0-255 (what `read_images` gives) or float in [0, 1] (what
@@ -14,8 +15,11 @@ ValueError), so wrongly scaled pixels are never classified silently.
 Results come out as float32 numpy arrays, computed batch by batch by
 Theano functions (one for the scores, one for the maps too) compiled at
 first use and then reused, in inference mode (batch norm with its running
-averages). The command line's `explain`, `figures`, `demo` and `evaluate`
-go through this module.
+averages). A model without CCMs (the CNN baseline, resnet20) is explained
+by its Class Activation Maps (Zhou et al.; Grad-CAM on request), drawn by
+gcm_lasagne/attribution.py, the module the faithfulness figures use. The
+command line's `explain`, `figures`, `compare`, `demo` and `evaluate` go
+through this module.
 """
 import collections
 
@@ -23,13 +27,17 @@ import numpy as np
 import lasagne
 import theano
 
-from . import batches, checkpoint
+from . import attribution, batches, checkpoint
 from .errors import InputError
 
 # what Model.explain returns and `explain` saves per image
 MAP_KEYS = ('class_weight_map', 'class_contribution_map', 'class_scores',
             'prob')
 SCORE_KEYS = MAP_KEYS[2:]
+# what Model.explain returns for a model explained by CAM or Grad-CAM
+CAM_KEYS = ('class_activation_map',) + SCORE_KEYS
+# the maps a figure draws for every class: GCM's own, or CAM's two kinds
+FIGURE_METHODS = ('ccm',) + attribution.CNN_METHODS
 
 Prediction = collections.namedtuple('Prediction', 'label class_scores prob')
 Prediction.__doc__ = """What `Model.predict` returns: label (N,) int64, the
@@ -64,6 +72,10 @@ class Model(object):
     classes : list of the K class names; a label indexes it.
     input_shape : (C, H, W) of one image.
     has_maps : True for the GCM kinds (they draw CWMs and CCMs).
+    figure_methods : the maps drawn of every class in a Figure 6 layout:
+        ('ccm',) for GCM, ('cam', 'grad-cam') for a network ending in
+        global average pooling and a dense layer, () for any other; the
+        first is what `explain` and `figures` draw unless asked otherwise.
     net, meta : as given.
     """
 
@@ -73,8 +85,11 @@ class Model(object):
         self.classes = list(meta['classes'])
         self.input_shape = tuple(meta['input_shape'])
         self.has_maps = 'class_contribution_map' in net
+        self.figure_methods = tuple(m for m in FIGURE_METHODS
+                                    if m in attribution.methods_for(net))
         self.batch_size = batch_size
         self._fns = {}
+        self._attribution = None
 
     def __repr__(self):
         return '<Model %s: %d classes, input %s>' % (
@@ -101,13 +116,70 @@ class Model(object):
         only. All of a CIFAR-10 test set is 1.2 GB: pass a few images."""
         return self._maps(images, 'class_contribution_map', batch_size)
 
-    def explain(self, images, batch_size=None):
-        """All of it in one pass, as `explain` saves it: a dict of
-        class_weight_map (N, K, H, W), class_contribution_map
-        (N, K, C, H, W), class_scores (N, K) and prob (N, K), float32.
-        GCM kinds only."""
-        self.require_maps()
-        return self._run(images, MAP_KEYS, batch_size)
+    def class_activation_maps(self, images, method='cam', batch_size=None):
+        """Every class's Class Activation Map (N, K, H, W) float32 of images
+        (N, C, H, W): method 'cam' (Zhou et al.: the last convolution's
+        features weighted by the dense layer's weights of the class,
+        upsampled bilinearly; signed, and its mean plus the class's bias is
+        the class score) or 'grad-cam' (Selvaraju et al.; never negative).
+        The maps are attribution.Attribution's, one class at a time. For
+        a network ending in global average pooling and a dense layer (the
+        CNN baseline, resnet20); a GCM has CCMs instead."""
+        X = self.check_images(images)
+        if method not in attribution.CNN_METHODS:
+            raise InputError('method must be one of %s, not %r'
+                             % (', '.join(attribution.CNN_METHODS), method))
+        return np.stack([self.attribution_maps(X, method,
+                                               np.full(len(X), j),
+                                               batch_size)
+                         for j in range(len(self.classes))], axis=1)
+
+    def attribution_maps(self, images, method, targets=None,
+                         batch_size=None):
+        """(N, H, W) float32 maps of any attribution method that applies
+        to this model (attribution.methods_for: for GCM 'ccm', its CCM
+        summed over channels, and 'cwm'; for all 'gradient',
+        'gradient-x-input', 'integrated-gradients', 'random'; 'cam' and
+        'grad-cam' as in class_activation_maps) for each image's target
+        class (N,), by default the predicted one."""
+        X = self.check_images(images)
+        if targets is None:
+            targets = self.predict(X, batch_size).label
+        if self._attribution is None:
+            self._attribution = attribution.Attribution(
+                self.net, name='this %s model' % self.kind)
+        self._attribution.batch_size = batch_size or self.batch_size
+        return self._attribution.maps(method, X, targets)
+
+    def explain(self, images, batch_size=None, method=None):
+        """All of it in one pass, as `explain` saves it, float32. A GCM
+        (method None or 'ccm'): a dict of class_weight_map (N, K, H, W),
+        class_contribution_map (N, K, C, H, W), class_scores (N, K) and
+        prob (N, K). A model with CAM (method None: 'cam', or 'grad-cam'):
+        class_activation_map (N, K, H, W), class_scores and prob."""
+        method = self.figure_method(method)
+        if method == 'ccm':
+            return self._run(images, MAP_KEYS, batch_size)
+        out = self._run(images, SCORE_KEYS, batch_size)
+        out['class_activation_map'] = self.class_activation_maps(
+            images, method, batch_size)
+        return {k: out[k] for k in CAM_KEYS}
+
+    def figure_method(self, method=None):
+        """The map drawn of every class: `method` if this model has it,
+        else InputError; None: this model's first of figure_methods."""
+        if not self.figure_methods:
+            raise InputError('this %s model has neither contribution maps '
+                             'nor class activation maps (CAM needs global '
+                             'average pooling then a dense layer)'
+                             % self.kind)
+        if method is None:
+            return self.figure_methods[0]
+        if method not in self.figure_methods:
+            raise InputError('this %s model is explained by %s, not %r'
+                             % (self.kind, ' or '.join(self.figure_methods),
+                                method))
+        return method
 
     def evaluate(self, images, labels, batch_size=None):
         """(mean cross-entropy loss, Prediction) on labelled images; the
@@ -131,7 +203,9 @@ class Model(object):
         if not self.has_maps:
             raise InputError('this %s model has no class weight or '
                              'contribution maps; use a GCM model (gcm, '
-                             'gcm-clip or gcm-basic)' % self.kind)
+                             'gcm-clip or gcm-basic)%s' % (
+                                 self.kind, ', or its class_activation_maps'
+                                 if self.figure_methods else ''))
 
     def check_images(self, images):
         """images as an array the network can take, or InputError."""

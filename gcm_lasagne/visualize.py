@@ -13,6 +13,14 @@ is divided by one scale shared by all cells of an image (the largest value
 of either part over all classes), clipped to [0, 1] and drawn as RGB: black
 means "no contribution", and because the class score is the CCM's mean,
 the brightest-on-top / darkest-below column is the winning class.
+
+A model without CCMs (the CNN baseline, resnet20) is drawn in the same
+layout from its Class Activation Maps (`Model.class_activation_maps`), one
+cell per class, positive part above, negative part below, one scale per
+image. A CAM has one channel, so its cells are grey; multiplying it by
+the image, as the CCM is made, would draw a map whose mean is no longer
+(up to the class's bias) the class score. Grad-CAM is never negative:
+positive parts only, as Figure 7. The legend names the method.
 """
 import math
 import os
@@ -85,6 +93,15 @@ def _to_rgb(chw, scale=1.0):
     """(3, H, W) values / scale, clipped to [0, 1], as (H, W, 3) uint8."""
     scaled = np.clip(np.asarray(chw, np.float64) / max(scale, 1e-12), 0, 1)
     return np.round(scaled * 255).astype(np.uint8).transpose(1, 2, 0)
+
+
+def _map_rgb(part, scale=1.0):
+    """A map part as (H, W, 3) uint8: a CCM (3, H, W) in colour, a
+    one-channel map (H, W) in grey, values / scale clipped to [0, 1]."""
+    part = np.asarray(part)
+    if part.ndim == 2:
+        part = np.broadcast_to(part, (3,) + part.shape)
+    return _to_rgb(part, scale)
 
 
 def _image_rgb(image):
@@ -189,18 +206,46 @@ def _frame(draw, box, colour=RED):
                        outline=colour)
 
 
+# per method: (short name, what it is, what the number under a cell is)
+METHODS = {
+    'ccm': ('CCM', "GCM's Class Contribution Maps",
+            'class score = mean of its CCM'),
+    'cam': ('CAM', 'Class Activation Maps (Zhou et al.) of the last '
+            'convolution, upsampled', 'class score = mean of its CAM + '
+            "the class's bias"),
+    'grad-cam': ('Grad-CAM', 'Grad-CAM (Selvaraju et al.) of the last '
+                 'convolution, upsampled, never negative', 'class score'),
+}
+
+
+def legend_text(method, frame, positive_only):
+    """The figure's caption, two sentences: which method drew it and how
+    to read a cell."""
+    short, what, number = METHODS[method]
+    return ['%s: %s. Red frame: %s class; number under a cell: %s.'
+            % (short, what, frame, number),
+            'Cells: positive part max(%s, 0)%s, one brightness scale per '
+            'image%s.' % (short, '' if positive_only else
+                          ' above negative part max(-%s, 0)' % short,
+                          '' if method == 'ccm' else
+                          '; grey: the map has one channel')]
+
+
 def figure6(images, ccm, scores, labels, classes, path, positive_only=False,
-            frame='true'):
+            frame='true', method='ccm'):
     """Figure 6 (Figure 7 with positive_only, the clipped model).
 
     N images: images (N, 3, H, W) uint8, ccm (N, K, 3, H, W) for K
     classes, scores (N, K), labels (N,): the class whose cells get the red
     frame, frame='true' (the true class) or 'predicted' (`run_explain`: no
     true label there); the legend and the text under the original say
-    which. Writes a PNG to path (unless path is None) and returns a dict:
+    which. method: what `ccm` holds, 'ccm', or 'cam' / 'grad-cam' for
+    Class Activation Maps (N, K, H, W), drawn in grey; the legend names
+    it. Writes a PNG to path (unless path is None) and returns a dict:
     image (the PIL image, which a notebook shows), path, size, layout,
-    scales (the per-image intensity scale) and labels (the score texts
-    drawn, N lists of K strings, = format_score(scores))."""
+    scales (the per-image intensity scale), labels (the score texts
+    drawn, N lists of K strings, = format_score(scores)) and legend (its
+    lines)."""
     images, ccm = np.asarray(images), np.asarray(ccm)
     scores = np.asarray(scores)
     N, K = scores.shape
@@ -208,11 +253,7 @@ def figure6(images, ccm, scores, labels, classes, path, positive_only=False,
     canvas = Image.new('RGB', layout.size, WHITE)
     draw = ImageDraw.Draw(canvas)
     font = _font()
-    legend = ['red frame: %s class; number under a cell: class score = '
-              'mean of its CCM' % frame,
-              'cells: positive part max(CCM, 0)' + ('' if positive_only else
-              ' above negative part max(-CCM, 0)') +
-              ', one brightness scale per image']
+    legend = legend_text(method, frame, positive_only)
     text_w = layout.width - 2 * PAD
     lines = [line for text in legend
              for line in _wrap(draw, text, font, text_w)]
@@ -251,7 +292,7 @@ def figure6(images, ccm, scores, labels, classes, path, positive_only=False,
             for row, part in enumerate(parts):
                 box = layout.cell_box(i, row, j + 1)
                 canvas.paste(Image.fromarray(
-                    _zoom(_to_rgb(part[j], scale), layout.zoom)), box[:2])
+                    _zoom(_map_rgb(part[j], scale), layout.zoom)), box[:2])
                 if j == labels[i]:
                     _frame(draw, box)
             _centred(draw, layout.column_x(j + 1), layout.cell_w,
@@ -259,14 +300,16 @@ def figure6(images, ccm, scores, labels, classes, path, positive_only=False,
     if path is not None:
         canvas.save(path)
     return {'image': canvas, 'path': path, 'size': canvas.size,
-            'layout': layout, 'scales': scales, 'labels': drawn}
+            'layout': layout, 'scales': scales, 'labels': drawn,
+            'legend': lines}
 
 
 def figure8(images, ccm_true, path, columns=5, captions=None):
     """Figure 8: pairs (original, positive part of the true class's CCM),
     `columns` pairs a row. Each pair is scaled by its own maximum (there is
     no other class to compare with here). images (M, 3, H, W) uint8,
-    ccm_true (M, 3, H, W); captions: optional text under each pair.
+    ccm_true (M, 3, H, W), or a one-channel map (M, H, W) such as a CAM,
+    drawn in grey; captions: optional text under each pair.
     Writes a PNG to path (unless None); returns dict(image (PIL), path,
     size)."""
     images, ccm_true = np.asarray(images), np.asarray(ccm_true)
@@ -290,7 +333,8 @@ def figure8(images, ccm_true, path, columns=5, captions=None):
         canvas.paste(Image.fromarray(_zoom(_image_rgb(images[m]), zoom)),
                      (x, y))
         canvas.paste(Image.fromarray(_zoom(
-            _to_rgb(positive, float(positive.max())), zoom)), (x + cw + 2, y))
+            _map_rgb(positive, float(positive.max())), zoom)),
+            (x + cw + 2, y))
         if captions is not None:
             _centred(draw, x, pair_w, y + ch + 1, captions[m], font)
     if path is not None:
@@ -317,23 +361,37 @@ def choose_examples(labels, predicted, classes, per_class=1, seed=0):
 
 # ------------------------------------------------------------ commands
 
-def _gcm(model):
-    """A Model (or the file of one) that draws maps, or InputError."""
+def explainable(model, method=None):
+    """(Model, method): a Model (or the file of one) and the map its
+    figures draw (`Model.figure_method`), or InputError before any
+    work."""
     if not isinstance(model, api.Model):
         model = api.load_model(model)
-    model.require_maps()
-    return model
+    return model, model.figure_method(method)
+
+
+def _map_key(method):
+    return ('class_contribution_map' if method == 'ccm'
+            else 'class_activation_map')
+
+
+def _positive_only(model, method):
+    # the clipped GCM's CWMs and Grad-CAM's ReLU leave nothing negative
+    return model.kind == 'gcm-clip' or method == 'grad-cam'
 
 
 def run_figures(model, out_dir, data_config_override=None, count=None,
-                images=None, labels=None, figure8_count=40, seed=0):
+                images=None, labels=None, figure8_count=40, seed=0,
+                method=None):
     """Figure 6 (figure7.png for a 'gcm-clip' model: positive parts only)
     and Figure 8 for a model (an api.Model or a model file), from
     correctly classified test images of the data it was trained on (or
     from `images` (N, C, H, W), `labels` (N,) given as arrays). count:
-    images in Figure 6, default one per class (at most 10). Returns the
+    images in Figure 6, default one per class (at most 10). A model with
+    CAM instead of CCMs (method None: 'cam', or 'grad-cam') gives
+    figure6-METHOD.png and figure8-METHOD.png from those maps. Returns the
     paths written."""
-    model = _gcm(model)
+    model, method = explainable(model, method)
     classes = model.classes
     if images is None:
         images, labels = train.load_test_data(model.meta,
@@ -348,19 +406,28 @@ def run_figures(model, out_dir, data_config_override=None, count=None,
         raise ExplainError('none of the %d test images is classified '
                            'correctly; nothing to show' % len(images))
     os.makedirs(out_dir, exist_ok=True)
-    clipped = model.kind == 'gcm-clip'
-    maps = model.explain(images[chosen])
-    fig6 = os.path.join(out_dir, 'figure7.png' if clipped else 'figure6.png')
-    figure6(images[chosen], maps['class_contribution_map'],
-            maps['class_scores'], labels[chosen], classes, fig6,
-            positive_only=clipped)
+    positive_only = _positive_only(model, method)
+    maps = model.explain(images[chosen], method=method)
+    if method == 'ccm':
+        names = ('figure7.png' if positive_only else 'figure6.png',
+                 'figure8.png')
+    else:
+        names = ('figure6-%s.png' % method, 'figure8-%s.png' % method)
+    fig6, fig8 = [os.path.join(out_dir, name) for name in names]
+    figure6(images[chosen], maps[_map_key(method)], maps['class_scores'],
+            labels[chosen], classes, fig6, positive_only=positive_only,
+            method=method)
 
     more = choose_examples(labels, predicted, classes,
                            int(math.ceil(figure8_count / float(len(classes)))),
                            seed + 1)[:figure8_count]
-    ccm = model.class_contribution_maps(images[more])
-    fig8 = os.path.join(out_dir, 'figure8.png')
-    figure8(images[more], ccm[np.arange(len(more)), labels[more]], fig8,
+    if method == 'ccm':
+        ccm = model.class_contribution_maps(images[more])
+        true_maps = ccm[np.arange(len(more)), labels[more]]
+    else:
+        true_maps = model.attribution_maps(images[more], method,
+                                           labels[more])
+    figure8(images[more], true_maps, fig8,
             captions=[classes[c] for c in labels[more]])
     return [fig6, fig8]
 
@@ -376,7 +443,8 @@ def _stems(paths):
     return out
 
 
-def run_explain(model, image_paths, out_dir, top=3, echo=print):
+def run_explain(model, image_paths, out_dir, top=3, echo=print,
+                method=None):
     """Explain a model's decision (an api.Model or a model file) on any
     image files (`read_images`): print the top classes with scores and
     probabilities (the text is returned too) and write, per image,
@@ -384,13 +452,18 @@ def run_explain(model, image_paths, out_dir, top=3, echo=print):
     frame marks the PREDICTED class) and <stem>_maps.npz (image uint8
     (3, H, W) as the model saw it, class_weight_map (K, H, W),
     class_contribution_map (K, 3, H, W), class_scores (K,), prob (K,),
-    classes (K,) str), loadable with allow_pickle=False."""
-    model = _gcm(model)   # fails before any work
+    classes (K,) str), loadable with allow_pickle=False. A model with CAM
+    instead of CCMs (method None: 'cam', or 'grad-cam') writes
+    <stem>_METHOD.png and a .npz with class_activation_map (K, H, W) and
+    method in place of the CWM and CCM."""
+    model, method = explainable(model, method)   # fails before any work
     classes = model.classes
     X, notes = read_images(image_paths, model.input_shape, return_notes=True)
-    maps = model.explain(X)
+    maps = model.explain(X, method=method)
     os.makedirs(out_dir, exist_ok=True)
-    clipped = model.kind == 'gcm-clip'
+    positive_only = _positive_only(model, method)
+    keys = api.MAP_KEYS if method == 'ccm' else api.CAM_KEYS
+    extra = {} if method == 'ccm' else {'method': np.array(method)}
     lines, name_w = [], max(len(c) for c in classes)
     for i, (path, stem) in enumerate(zip(image_paths, _stems(image_paths))):
         scores, prob = maps['class_scores'][i], maps['prob'][i]
@@ -401,14 +474,15 @@ def run_explain(model, image_paths, out_dir, top=3, echo=print):
                          % (rank + 1, name_w, classes[j],
                             format_score(scores[j]),
                             100 * prob[j]))
-        figure6(X[i:i + 1], maps['class_contribution_map'][i:i + 1],
-                scores[None], [best], classes,
-                os.path.join(out_dir, stem + '_ccm.png'),
-                positive_only=clipped, frame='predicted')
+        png = '%s_%s.png' % (stem, method)
+        figure6(X[i:i + 1], maps[_map_key(method)][i:i + 1],
+                scores[None], [best], classes, os.path.join(out_dir, png),
+                positive_only=positive_only, frame='predicted',
+                method=method)
         np.savez(os.path.join(out_dir, stem + '_maps.npz'), image=X[i],
                  classes=np.array(classes),
-                 **{k: maps[k][i] for k in api.MAP_KEYS})
-        lines.append('  wrote %s_ccm.png, %s_maps.npz' % (stem, stem))
+                 **dict(extra, **{k: maps[k][i] for k in keys}))
+        lines.append('  wrote %s, %s_maps.npz' % (png, stem))
     text = '\n'.join(lines)
     if echo:
         echo(text)

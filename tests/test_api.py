@@ -13,7 +13,8 @@ import gcm_lasagne
 import lasagne
 import theano
 
-from gcm_lasagne import api, checkpoint, cli, images as image_files, train
+from gcm_lasagne import (api, attribution, checkpoint, cli,
+                         images as image_files, train)
 from gcm_lasagne.batches import to_float
 from gcm_lasagne.models import build_model
 
@@ -162,13 +163,67 @@ def test_a_cnn_predicts_but_has_no_maps(cnn, images):
     np.testing.assert_array_equal(p.label, label)
     assert loss == pytest.approx(-np.log(prob[np.arange(5), y]).mean(),
                                  rel=1e-5)
-    for method in (cnn.class_weight_maps, cnn.class_contribution_maps,
-                   cnn.explain):
+    for method in (cnn.class_weight_maps, cnn.class_contribution_maps):
         with pytest.raises(ValueError) as e:
             method(images)
         assert str(e.value) == (
             'this cnn model has no class weight or contribution maps; use a '
-            'GCM model (gcm, gcm-clip or gcm-basic)')
+            'GCM model (gcm, gcm-clip or gcm-basic), or its '
+            'class_activation_maps')
+
+
+def test_a_cnn_has_the_attribution_modules_cams_of_every_class(cnn, images):
+    assert cnn.figure_methods == ('cam', 'grad-cam')
+    reference = attribution.Attribution(cnn.net)
+    scores = cnn.predict(images).class_scores
+    for method in ('cam', 'grad-cam'):
+        maps = cnn.class_activation_maps(images, method, batch_size=2)
+        assert maps.shape == (5, 3, 8, 8) and maps.dtype == np.float32
+        for j in range(3):
+            np.testing.assert_array_equal(
+                maps[:, j], reference.maps(method, images,
+                                           np.full(5, j)))
+        if method == 'cam':
+            # global average pooling then a dense layer: the CAM's mean
+            # plus the class's bias is the class score
+            bias = cnn.net['class_scores'].b.get_value()
+            np.testing.assert_allclose(maps.mean(axis=(2, 3)) + bias,
+                                       scores, rtol=1e-4, atol=1e-5)
+            assert (maps < 0).any()
+        else:
+            assert (maps >= 0).all() and (maps > 0).any()
+    # explain: the maps with the scores, and the predicted class's map
+    out = cnn.explain(images)
+    assert sorted(out) == sorted(api.CAM_KEYS)
+    np.testing.assert_array_equal(out['class_activation_map'],
+                                  cnn.class_activation_maps(images))
+    np.testing.assert_allclose(out['class_scores'], scores, rtol=1e-6)
+    predicted = cnn.attribution_maps(images, 'cam')
+    np.testing.assert_array_equal(
+        predicted, out['class_activation_map'][np.arange(5),
+                                               scores.argmax(axis=1)])
+
+
+def test_maps_a_model_does_not_have_are_value_errors(model, cnn, images):
+    assert model.figure_methods == ('ccm',)
+    for call, message in (
+            (lambda: model.class_activation_maps(images),
+             "'cam' needs a network ending in global average pooling"),
+            (lambda: cnn.class_activation_maps(images, 'ccm'),
+             "method must be one of cam, grad-cam, not 'ccm'"),
+            (lambda: cnn.explain(images, method='ccm'),
+             "this cnn model is explained by cam or grad-cam, not 'ccm'"),
+            (lambda: model.explain(images, method='grad-cam'),
+             "this gcm model is explained by ccm, not 'grad-cam'"),
+            (lambda: cnn.attribution_maps(images, 'cwm'),
+             "'cwm' needs a GCM model"),
+            (lambda: cnn.attribution_maps(images, 'cam', [0, 1]),
+             r'one target class in 0\.\.2 per image'),
+            (lambda: cnn.class_activation_maps(images[0]),
+             r'one image\? pass images\[None\]')):
+        with pytest.raises(ValueError, match=message) as e:
+            call()
+        assert _one_sentence(str(e.value)), str(e.value)
 
 
 def _one_sentence(message):

@@ -14,6 +14,7 @@ import lasagne
 from gcm_lasagne import api, checkpoint, train
 from gcm_lasagne.batches import to_float
 from gcm_lasagne.errors import DataError
+from gcm_lasagne.images import read_images
 from gcm_lasagne import visualize as vis
 from gcm_lasagne.models import build_cnn, build_gcm
 
@@ -51,6 +52,17 @@ def maps(model_file, images):
 
 
 @pytest.fixture(scope='module')
+def cnn(tmp_path_factory):
+    lasagne.random.set_rng(np.random.RandomState(2))
+    path = str(tmp_path_factory.mktemp('cnn') / 'model.npz')
+    meta = {'model': 'cnn', 'classes': CLASSES, 'input_shape': list(SHAPE),
+            'config': train.default_config(model='cnn', data='unused',
+                                           download=False)}
+    checkpoint.save(path, build_cnn(len(CLASSES), SHAPE), meta)
+    return api.load_model(path)
+
+
+@pytest.fixture(scope='module')
 def fig6(maps, images, tmp_path_factory):
     path = str(tmp_path_factory.mktemp('fig') / 'figure6.png')
     labels = np.array([0, 1, 2, 1, 0])
@@ -80,12 +92,11 @@ def test_maps_have_the_shapes_and_the_ccm_is_tile_cwm_times_image(maps,
                                rtol=1e-5)
 
 
-def test_a_cnn_has_no_contribution_maps(tmp_path):
-    cnn = api.Model(build_cnn(3, SHAPE), {'model': 'cnn', 'classes': CLASSES,
-                                         'input_shape': SHAPE})
-    with pytest.raises(ValueError, match='no class weight or contribution '
-                                         'maps; use a GCM model'):
-        vis.run_explain(cnn, [], str(tmp_path / 'out'), echo=None)
+def test_a_cnn_is_not_drawn_with_contribution_maps(cnn, tmp_path):
+    with pytest.raises(ValueError, match="this cnn model is explained by "
+                                         "cam or grad-cam, not 'ccm'"):
+        vis.run_explain(cnn, [], str(tmp_path / 'out'), echo=None,
+                        method='ccm')
     assert not (tmp_path / 'out').exists()
 
 
@@ -341,3 +352,109 @@ def test_explain_command_line_errors_are_one_line(model_file, tmp_path):
     assert done.stderr.count('\n') == 1 and 'not a readable image' in done.stderr
     missing = _cli('explain', str(tmp_path / 'none.npz'), str(junk))
     assert missing.returncode == 1 and 'no model file' in missing.stderr
+
+
+# ------------------------------------------------------------ CAM, Grad-CAM
+
+def test_a_cnn_figure_is_figure6s_layout_with_its_cams(cnn, images,
+                                                       tmp_path):
+    cam = cnn.class_activation_maps(images)     # the attribution module's
+    scores = cnn.predict(images).class_scores
+    labels = np.array([2, 0, 1, 1, 2])
+    path = str(tmp_path / 'cam.png')
+    out = vis.figure6(images, cam, scores, labels, CLASSES, path,
+                      method='cam')
+    assert out['size'] == vis.grid_size(3, 5, False, (8, 8))
+    assert out['legend'][0].startswith('CAM: Class Activation Maps')
+    # (3 narrow columns cut the caption short; 10 classes hold it all)
+    assert ('Cells: positive part max(CAM, 0) above negative part '
+            'max(-CAM, 0), one brightness scale per image; grey: the map '
+            'has one channel.') == vis.legend_text('cam', 'true', False)[1]
+    png = np.asarray(Image.open(path).convert('RGB'))
+    layout, z = out['layout'], out['layout'].zoom
+    for i in range(len(images)):
+        positive, negative = vis.split_signed(cam[i])
+        scale = max(positive.max(), negative.max())  # one per image
+        assert scale > 0 and out['scales'][i] == pytest.approx(scale)
+        for j in range(len(CLASSES)):
+            for row, part in enumerate((positive, negative)):
+                x0, y0, x1, y1 = layout.cell_box(i, row, j + 1)
+                shown = png[y0:y1:z, x0:x1:z] / 255.
+                for channel in range(3):        # grey: one channel
+                    np.testing.assert_allclose(shown[..., channel],
+                                               part[j] / scale,
+                                               atol=0.5 / 255 + 1e-6)
+                ring = {tuple(png[y, x]) for x, y in _ring((x0, y0, x1, y1))}
+                assert ring == ({RED} if j == labels[i] else {WHITE})
+    assert out['labels'] == [[vis.format_score(v) for v in row]
+                             for row in scores]
+
+
+def test_explain_draws_a_cnns_grad_cam_positive_parts_only(cnn, tmp_path):
+    image = _png(tmp_path / 'a.png', 'RGB', (8, 8), seed=5)
+    out = tmp_path / 'out'
+    text = vis.run_explain(cnn, [image], str(out), echo=None,
+                           method='grad-cam')
+    assert 'wrote a_grad-cam.png, a_maps.npz' in text
+    assert sorted(os.listdir(out)) == ['a_grad-cam.png', 'a_maps.npz']
+    with Image.open(out / 'a_grad-cam.png') as png:
+        assert png.size == vis.grid_size(3, 1, True, (8, 8))
+    with np.load(out / 'a_maps.npz', allow_pickle=False) as f:
+        saved = {k: f[k] for k in f.files}
+    assert str(saved['method']) == 'grad-cam'
+    X = read_images([image], SHAPE)
+    np.testing.assert_array_equal(saved['class_activation_map'],
+                                  cnn.class_activation_maps(X, 'grad-cam')[0])
+    np.testing.assert_array_equal(saved['image'], X[0])
+    assert sorted(saved) == sorted(api.CAM_KEYS + ('classes', 'image',
+                                                   'method'))
+
+
+def test_figures_of_a_cnn_are_figure6_and_8_of_its_cam(cnn, images,
+                                                       tmp_path):
+    X = np.concatenate([images] * 3)          # each image once per label
+    y = np.repeat(np.arange(3), len(images)).astype(np.int32)
+    paths = vis.run_figures(cnn, str(tmp_path), images=X, labels=y,
+                            figure8_count=4)
+    assert [os.path.basename(p) for p in paths] == ['figure6-cam.png',
+                                                    'figure8-cam.png']
+    with Image.open(paths[0]) as png:
+        assert png.size in [vis.grid_size(3, k, False, (8, 8))
+                            for k in (1, 2, 3)]
+    # Figure 8: the true class's positive CAM, in grey, beside the image
+    correct = np.flatnonzero(cnn.predict(X).label == y)
+    chosen = vis.choose_examples(y, cnn.predict(X).label, CLASSES, 2, 1)[:4]
+    assert set(chosen) <= set(correct)
+    cam = cnn.attribution_maps(X[chosen[:1]], 'cam', y[chosen[:1]])[0]
+    png = np.asarray(Image.open(paths[1]).convert('RGB'))
+    z, cw = vis.upscale_factor(8, 8), 8 * vis.upscale_factor(8, 8)
+    x, top = vis.PAD + cw + 2, vis.PAD
+    positive = np.maximum(cam, 0)
+    np.testing.assert_allclose(png[top:top + cw:z, x:x + cw:z, 1] / 255.,
+                               positive / positive.max(),
+                               atol=0.5 / 255 + 1e-6)
+
+
+def test_explain_on_a_gcm_refuses_cam_in_one_line(model_file, tmp_path,
+                                                  capsys):
+    from gcm_lasagne import cli
+    image = _png(tmp_path / 'a.png', 'RGB', (8, 8))
+    assert cli.main(['explain', model_file, image, '--method', 'cam',
+                     '--out', str(tmp_path / 'o')]) == 1
+    err = capsys.readouterr().err
+    assert err == "error: this gcm model is explained by ccm, not 'cam'\n"
+    assert not (tmp_path / 'o').exists()
+
+
+@pytest.mark.parametrize('method, positive_only', [
+    ('ccm', False), ('ccm', True), ('cam', False), ('grad-cam', True)])
+def test_ten_classes_hold_the_whole_caption(method, positive_only):
+    shape = (1, 10) + ((3,) if method == 'ccm' else ()) + (32, 32)
+    out = vis.figure6(np.zeros((1, 3, 32, 32), np.uint8),
+                      np.random.RandomState(0).normal(size=shape),
+                      np.zeros((1, 10)), [0], ['class%d' % k
+                                               for k in range(10)],
+                      None, positive_only, method=method)
+    assert ' '.join(out['legend']) == ' '.join(
+        vis.legend_text(method, 'true', positive_only))
+    assert out['legend'][0].startswith(vis.METHODS[method][0] + ': ')
