@@ -266,3 +266,30 @@ def test_a_run_folder_in_use_is_refused_and_left_alone(folder, tmp_path):
     assert len(r.stderr.strip().splitlines()) == 1, r.stderr
     assert (out / 'epoch.tmp.npz').exists()
     assert sorted(os.listdir(str(out))) == ['.lock', 'epoch.tmp.npz']
+
+
+def test_seeds_differ_and_a_seed_repeats(folder, tmp_path):
+    """Runs of different seeds start from different weights and end with
+    different ones; the same seed twice gives the same weights bit for
+    bit (what Table 3's spread over seeds rests on)."""
+    import lasagne
+    from gcm_lasagne.models import build_model
+
+    def initial(seed):
+        lasagne.random.set_rng(np.random.RandomState(seed))
+        return lasagne.layers.get_all_param_values(
+            build_model('gcm', 3, (3, 8, 8))['prob'])
+
+    def final(seed, name):
+        out = str(tmp_path / name)
+        assert run_cifar10.main(['train', '--data', folder, '--out', out,
+                                 '--seed', str(seed)] + TINY) == 0
+        return checkpoint.read(os.path.join(out, 'model.npz'))[1]
+
+    for same in (False, True):
+        a, b = initial(1), initial(1 if same else 2)
+        assert all(np.array_equal(x, y) for x, y in zip(a, b)) == same
+    one, two, again = final(1, 's1'), final(2, 's2'), final(1, 's1again')
+    assert not any(np.array_equal(x, y) for x, y in zip(one, two)
+                   if x.size > 1 and x.any())
+    assert all(np.array_equal(x, y) for x, y in zip(one, again))
