@@ -22,7 +22,7 @@ from .errors import InputError
 from .images import read_images
 from .visualize import (BLACK, FONT_SIZE, GREY, PAD, RED, ROW_GAP, TEXT_H,
                         WHITE, _centred, _font, _fit, _image_rgb, _map_rgb,
-                        _stems, _wrap, _zoom, choose_examples, explainable,
+                        _wrap, _zoom, choose_examples, explainable,
                         format_score, split_signed, upscale_factor)
 
 CELL_GAP = 6      # between the three cells of a group
@@ -164,6 +164,19 @@ def _models(gcm, other, method):
     return gcm, other, method
 
 
+def _captions(paths):
+    """Names under the originals: the files' stems, with their folders'
+    names when stems repeat (samples/cifar10-test/cat/0000.jpg: cat/0000),
+    numbered only when those repeat too."""
+    stems = [os.path.splitext(os.path.basename(p))[0] for p in paths]
+    if len(set(stems)) == len(stems):
+        return stems
+    named = ['%s/%s' % (os.path.basename(os.path.dirname(
+        os.path.abspath(p))), s) for p, s in zip(paths, stems)]
+    return ['%s (%d)' % (n, i + 1) if named.count(n) > 1 else n
+            for i, n in enumerate(named)]
+
+
 NAMES = {'gcm': 'GCM', 'gcm-clip': 'GCM-clip', 'gcm-basic': 'GCM',
          'cnn': 'CNN', 'resnet20': 'ResNet-20'}
 
@@ -186,7 +199,7 @@ def run_compare(gcm, other, out_dir, image_paths=None,
     if image_paths:
         X, notes = read_images(image_paths, gcm.input_shape,
                                return_notes=True)
-        labels, captions = None, _stems(image_paths)
+        labels, captions = None, _captions(image_paths)
         names = ['%s%s' % (p, ' (%s)' % n if n else '')
                  for p, n in zip(image_paths, notes)]
     else:

@@ -198,3 +198,11 @@ def test_bad_requests_are_one_line_errors(files, image_files, tmp_path,
         err = capsys.readouterr().err
         assert err.startswith('error: ' + message) and err.count('\n') == 1
     assert not os.path.exists(out)
+
+
+def test_captions_name_the_files_and_their_folders_when_stems_repeat():
+    assert cmp._captions(['a/x.png', 'b/y.jpg']) == ['x', 'y']
+    assert cmp._captions(['s/cat/0000.jpg', 's/dog/0000.jpg', 's/z.png']) == [
+        'cat/0000', 'dog/0000', 's/z']
+    assert cmp._captions(['a/cat/0.png', 'b/cat/0.jpg']) == ['cat/0 (1)',
+                                                             'cat/0 (2)']
