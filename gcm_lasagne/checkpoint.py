@@ -15,6 +15,7 @@ another tool, say) are converted to float32, and must still be finite
 after that. Anything else is a CheckpointError naming the array.
 """
 import contextlib
+import io
 import json
 import os
 import re
@@ -58,12 +59,20 @@ def write(path, meta, values, **arrays):
                                   'values' % (path, name))
     named['meta'] = np.array(json.dumps(meta, sort_keys=True))
     folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=folder, suffix='.tmp.npz')
+    try:
+        fd, tmp = tempfile.mkstemp(dir=folder, suffix='.tmp.npz')
+    except OSError as e:
+        raise CheckpointError('cannot write %s (%s)' % (path, e.strerror or e))
     try:
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it owner-only
         with _ctrl_c_deferred():
+            # The archive is built in memory (a model is a few MB): a zip
+            # writer on a file that fails half-way (a full disk) cannot
+            # close itself and prints a traceback when it is collected.
+            archive = io.BytesIO()
+            np.savez(archive, **named)
             with os.fdopen(fd, 'wb') as f:
-                np.savez(f, **named)
+                f.write(archive.getbuffer())
                 f.flush()
                 os.fsync(f.fileno())
             # tests/test_crash.py kills a training process here, between
@@ -72,9 +81,13 @@ def write(path, meta, values, **arrays):
             time.sleep(float(os.environ.get('GCM_TEST_PAUSE_BEFORE_RENAME',
                                             0)))
             os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         if os.path.exists(tmp):
             os.remove(tmp)
+        if isinstance(e, OSError):  # a full disk, a read-only folder
+            raise CheckpointError('cannot write %s (%s); %s' % (
+                path, e.strerror or e, 'the previous file is unchanged'
+                if os.path.exists(path) else 'nothing was written'))
         raise
 
 

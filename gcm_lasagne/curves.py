@@ -3,13 +3,14 @@ accuracy and training loss per epoch, one colour per model, a line per run
 (seed), dash-dotted for a variant of a paper model's recipe, the
 learning-rate drops marked, and each model's published accuracy as a dashed
 line (Table 3's, or a control's source; on the official data)."""
+import io
 import os
 
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import FormatStrFormatter, LogLocator, NullFormatter
 
-from . import paper
+from . import atomic, paper
 from .report import group_name, published, read_json, read_log
 
 # 1000 x 400 pixels: the size the tests check and the README shows
@@ -66,5 +67,7 @@ def plot_curves(groups, path):
         ax.grid(alpha=0.3)
     acc_ax.legend(loc='lower right', fontsize='small', ncol=2)
     fig.tight_layout()
-    fig.savefig(path)
+    image = io.BytesIO()  # the format from the file's ending
+    fig.savefig(image, format=os.path.splitext(path)[1][1:] or 'png')
+    atomic.write_bytes(path, image.getvalue())
     return path

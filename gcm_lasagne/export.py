@@ -3,9 +3,8 @@ log and metrics, with the data set named instead of a folder of the machine
 it was trained on."""
 import json
 import os
-import shutil
 
-from . import checkpoint, report
+from . import atomic, checkpoint, report
 
 FILES = ('log.csv', 'metrics.json')
 
@@ -33,9 +32,10 @@ def export_run(run, out, data_name=None):
     os.makedirs(out, exist_ok=True)
     written = [os.path.join(out, 'model.npz'), os.path.join(out, 'config.json')]
     checkpoint.write(written[0], meta, values, **arrays)
-    with open(written[1], 'w') as f:
-        json.dump(config, f, indent=2, sort_keys=True)
+    atomic.write_text(written[1], json.dumps(config, indent=2,
+                                             sort_keys=True))
     for name in FILES:
-        written.append(shutil.copy(os.path.join(run, name),
-                                   os.path.join(out, name)))
+        with open(os.path.join(run, name), 'rb') as f:
+            atomic.write_bytes(os.path.join(out, name), f.read())
+        written.append(os.path.join(out, name))
     return written

@@ -1,6 +1,7 @@
 """Table 3 (parameters, GCM/CNN time ratio, accuracy) beside the paper's,
 and readable evaluation summaries."""
 import csv
+import io
 import json
 import os
 import sys
@@ -12,7 +13,7 @@ import scipy.stats
 import theano
 import theano.tensor as T
 
-from . import paper, resnet, runfolder, train
+from . import atomic, paper, resnet, runfolder, train
 from .models import MODELS, build_model
 from .train import compile_train, default_config
 
@@ -378,12 +379,13 @@ def write_table3(rows, results_dir):
              'A variant names what its recipe changes from Table 2; a '
              'variant\'s published figure is the paper\'s for its model '
              'with Table 2.']
-    with open(os.path.join(results_dir, 'table3.md'), 'w') as f:
-        f.write(text + '\n\n' + '\n'.join(notes) + '\n')
-    with open(os.path.join(results_dir, 'table3.csv'), 'w', newline='') as f:
-        writer = csv.DictWriter(f, list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+    atomic.write_text(os.path.join(results_dir, 'table3.md'),
+                      text + '\n\n' + '\n'.join(notes) + '\n')
+    table = io.StringIO()
+    writer = csv.DictWriter(table, list(rows[0]))
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic.write_text(os.path.join(results_dir, 'table3.csv'), table.getvalue())
     return text
 
 

@@ -4,10 +4,12 @@ is whole), the lock that keeps two trainings out of one folder, and what a
 resume may and may not change."""
 import contextlib
 import csv
+import io
 import fcntl
 import math
 import os
 
+from . import atomic
 from .errors import TrainingError
 
 RUN_FILES = ('model.npz', 'checkpoint.npz', 'metrics.json', 'log.csv',
@@ -53,12 +55,18 @@ def _whole(row, expected_epoch):
 
 
 def write_log(path, rows, mode):
-    new = mode == 'w' or not os.path.exists(path)
-    with open(path, mode, newline='') as f:
-        writer = csv.DictWriter(f, LOG_FIELDS, extrasaction='ignore')
-        if new:
-            writer.writeheader()
-        writer.writerows(rows)
+    """Write ('w') or append ('a') rows, all or nothing: the log is
+    rewritten whole beside itself and renamed (it is a few kB)."""
+    text = io.StringIO()
+    writer = csv.DictWriter(text, LOG_FIELDS, extrasaction='ignore',
+                            lineterminator='\r\n')
+    if mode == 'a' and os.path.exists(path):
+        with open(path, newline='') as f:
+            text.write(f.read())
+    else:
+        writer.writeheader()
+    writer.writerows(rows)
+    atomic.write_text(path, text.getvalue())
 
 
 def trim_log(path, last_epoch):

@@ -20,7 +20,8 @@ import theano
 import theano.tensor as T
 from PIL import Image
 
-from . import batches, checkpoint, cifar10, images, paper, resnet, runfolder
+from . import (atomic, batches, checkpoint, cifar10, images, paper, resnet,
+               runfolder, stopping)
 from .errors import DataError, TrainingError
 from .models import build_model
 
@@ -338,6 +339,9 @@ def _train(config, out_dir, resume, overwrite, echo, held):
     if os.path.exists(out_dir) and not os.path.isdir(out_dir):
         raise TrainingError('%s is a file, not a run folder' % out_dir)
     replaced, notes = [], []
+    # from here on a SIGTERM stops the run where it can be resumed
+    stop = held.enter_context(stopping.on_sigterm())
+    done = 0
     if resume:
         if not os.path.exists(ckpt_path):
             raise TrainingError('nothing to resume: %s holds no checkpoint '
@@ -355,6 +359,7 @@ def _train(config, out_dir, resume, overwrite, echo, held):
     if resume:
         runfolder.check_same_data(saved[0], classes, X.shape[1:], len(X),
                                   len(X_eval), out_dir)
+    stop.check(done + 1, 0, 0, done)  # before the run folder is touched
     input_shape = X.shape[1:]
     lasagne.random.set_rng(np.random.RandomState(config['seed']))
     try:
@@ -402,8 +407,8 @@ def _train(config, out_dir, resume, overwrite, echo, held):
                      'short (no checkpoint has them)' % (dropped, start))
     for note in notes:
         echo(note)
-    with open(os.path.join(out_dir, 'config.json'), 'w') as f:
-        json.dump(config, f, indent=2, sort_keys=True)
+    atomic.write_text(os.path.join(out_dir, 'config.json'),
+                      json.dumps(config, indent=2, sort_keys=True))
 
     augment = (lambda Xb: batches.augment(Xb, rng, config['pad'],
                                           config['flip']))
@@ -413,6 +418,7 @@ def _train(config, out_dir, resume, overwrite, echo, held):
     # checking the parameters costs about 0.6 ms a step (GCM, 72 arrays)
     watched = lasagne.layers.get_all_params(net['prob'])
     for epoch in range(start + 1, config['epochs'] + 1):
+        stop.check(epoch, 0, n_batches, epoch - 1)
         t0 = time.time()
         lr.set_value(np.asarray(learning_rate(config, epoch), floatX))
         total, correct, seen = 0.0, 0, 0
@@ -427,6 +433,8 @@ def _train(config, out_dir, resume, overwrite, echo, held):
                     _stop('%s became NaN or infinite' % p, epoch, lr)
             total, correct, seen = total + loss, correct + right, seen + len(yb)
             _progress(epoch, i + 1, n_batches, total / seen, correct / seen)
+            if i + 1 < n_batches:  # after the last, evaluating and saving
+                stop.check(epoch, i + 1, n_batches, epoch - 1)  # is quicker
         eval_loss, pred = evaluate(eval_fn, X_eval, y_eval)
         if not np.isfinite(eval_loss):
             _stop('the %s loss became %s' % (eval_name, eval_loss), epoch, lr)
@@ -459,8 +467,8 @@ def _train(config, out_dir, resume, overwrite, echo, held):
     metrics.update(eval_set=eval_name, loss=eval_loss, epochs=config['epochs'],
                    params=int(lasagne.layers.count_params(net['prob'],
                                                           trainable=True)))
-    with open(os.path.join(out_dir, 'metrics.json'), 'w') as f:
-        json.dump(metrics, f, indent=2)
+    atomic.write_text(os.path.join(out_dir, 'metrics.json'),
+                      json.dumps(metrics, indent=2))
     return metrics
 
 
