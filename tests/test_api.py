@@ -272,3 +272,15 @@ def test_a_file_that_is_no_model_names_itself(tmp_path):
     with pytest.raises(checkpoint.CheckpointError, match='no model file'):
         gcm_lasagne.load_model(str(tmp_path / 'none.npz'))
     assert not os.path.exists(str(tmp_path / 'none.npz'))
+
+
+def test_resnet20_is_explained_by_its_cam_too(tmp_path, images):
+    resnet = gcm_lasagne.load_model(_save(str(tmp_path / 'r.npz'),
+                                          'resnet20', seed=2))
+    assert resnet.figure_methods == ('cam', 'grad-cam')
+    out = resnet.explain(images)
+    cam = out['class_activation_map']
+    assert cam.shape == (5, 3, 8, 8)
+    bias = resnet.net['class_scores'].b.get_value()
+    np.testing.assert_allclose(cam.mean(axis=(2, 3)) + bias,
+                               out['class_scores'], rtol=1e-4, atol=1e-5)
