@@ -1,5 +1,3 @@
-# syntax=docker/dockerfile:1
-#
 # gcm-lasagne: Theano 1.0.5 + Lasagne 0.1 with Theano's CUDA back-end
 # (libgpuarray/pygpu 0.7.6). Three variants of one image, chosen with VARIANT:
 #
@@ -10,12 +8,19 @@
 #   docker run --gpus all -v "$PWD/data:/app/data" -v "$PWD/runs:/app/runs" \
 #       -v "$PWD/results:/app/results" gcm-lasagne
 #
-# docs/gpu.md has the whole story, including what was and was not verified:
-# this file passes hadolint and the checks in tests/test_environment.py, but
-# the project has never built it with Docker nor run it on a GPU.
+# Without access to an image registry (no `docker pull debian:bookworm-slim`),
+# docker/build-local.sh makes the base image locally and builds cpu and cuda11.
 #
-# Needs BuildKit (Docker's default builder since Engine 23.0): it builds only
-# the stages the chosen VARIANT uses. The legacy builder would build them all.
+# docs/gpu.md has the whole story, including what was and was not verified:
+# the cpu and cuda11 variants build and pass their self-checks (CI builds
+# them with docker/build-local.sh and runs the project in the cpu image);
+# cuda10 has never been built here, and no variant has run on a GPU.
+#
+# Needs BuildKit (Docker's default builder since Engine 23.0; DOCKER_BUILDKIT=1
+# on older engines): it builds only the stages the chosen VARIANT uses. The
+# legacy builder would build them all, cuda10's ubuntu:18.04 stage included.
+# No `# syntax=` line: it would make BuildKit fetch its Dockerfile frontend
+# from Docker Hub, and so fail offline; the built-in frontend reads this file.
 #
 # Design: Theano 1.0.5 needs Python <= 3.11 (it imports numpy.distutils) and
 # numpy 1.23.5, and its GPU back-end needs pygpu 0.7.x, which is not on PyPI.
