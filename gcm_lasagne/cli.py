@@ -9,8 +9,8 @@ import os
 import sys
 
 from . import (api, attribution, checkpoint, curves, device, export,
-               faithfulness, faithfulness_run, paper, report, shipped,
-               train, visualize)
+               faithfulness, faithfulness_run, jobs, paper, report, shipped,
+               stopping, train, visualize)
 from .errors import DataError, InputError
 from .images import read_images
 from .models import MODELS
@@ -124,6 +124,13 @@ def build_parser(prog=None):
     t.add_argument('--overwrite', action='store_true',
                    help='replace the run already in --out (its model, '
                         'checkpoint, log, config and metrics)')
+    t.add_argument('--auto-resume', action='store_true',
+                   help='for job scripts: continue the run in --out if it '
+                        'has a checkpoint, start it if the folder holds no '
+                        'run, exit 0 saying "done already" if it holds the '
+                        'finished run (SIGTERM stops any run after its '
+                        'current step, keeping its last finished epoch; '
+                        'exit status %d)' % stopping.EXIT_STATUS)
     add_data_options(t, default=None)
     add_recipe_options(t)
 
@@ -207,6 +214,14 @@ def build_parser(prog=None):
     fa.add_argument('--out', help='default: RESULTS/faithfulness')
     add_data_options(fa, default=None)
 
+    j = sub.add_parser('jobs', help='the train commands `reproduce` would '
+                       'run, one a line, for a job array '
+                       '(examples/slurm/table3.sbatch)')
+    add_data_options(j)
+    j.add_argument('--seeds', type=positive_int, default=1, metavar='N',
+                   help='seeds 1..N of each model, as for reproduce')
+    add_recipe_options(j, seed=False)
+
     tb = sub.add_parser('table3', help='Table 3 from the runs that exist')
     tb.add_argument('--params-only', action='store_true',
                     help='only the parameter counts; exit 1 if one no '
@@ -227,17 +242,31 @@ def recipe(args, **overrides):
 
 
 def cmd_train(args):
-    if args.resume and args.overwrite:
-        raise train.TrainingError('--resume continues the run in --out and '
-                                  '--overwrite replaces it: give one')
+    modes = [m for m in ('resume', 'overwrite', 'auto_resume')
+             if getattr(args, m)]
+    if len(modes) > 1:
+        raise train.TrainingError(
+            '%s: give one of them (--resume continues the run in --out, '
+            '--overwrite replaces it, --auto-resume decides from what it '
+            'holds)' % ' and '.join('--' + m.replace('_', '-') for m in modes))
     out = args.out or os.path.join(args.runs, args.model or 'gcm')
-    if args.resume:  # what was given again, checked against the run
-        config = {k: v for k, v in vars(args).items()
-                  if k in train.default_config()}
-    else:
-        config = recipe(args)
-    metrics = train.train(config, out, resume=args.resume,
-                          overwrite=args.overwrite)
+    given = {k: v for k, v in vars(args).items()
+             if k in train.default_config()}
+    resume = args.resume
+    if args.auto_resume:
+        mode = jobs.auto_mode(out, given)
+        if mode == 'done':
+            print('%s: done already (%s)' % (args.model or 'the run', out))
+            return 0
+        resume = mode == 'resume'
+    # a resume is given what was given again, checked against the run
+    config = given if resume else recipe(args)
+    try:
+        metrics = train.train(config, out, resume=resume,
+                              overwrite=args.overwrite)
+    except stopping.Stopped as e:  # not an error: the run waits for a resume
+        sys.stderr.write('%s\n' % e)
+        return stopping.EXIT_STATUS
     print('%s: %s accuracy %.2f%% (run folder %s)' % (
         config['model'] or 'the run', metrics['eval_set'],
         100 * metrics['accuracy'], out))
@@ -326,6 +355,15 @@ def run_name(model, seed):
     return model if seed == 1 else '%s-seed%d' % (model, seed)
 
 
+def cmd_jobs(args):
+    """`reproduce`'s runs as one train command a line; each resumes or
+    skips its run when started again."""
+    train.check_config(recipe(args))  # one line now, not in every task
+    for line in jobs.lines(args, jobs.subcommand(build_parser(), 'train'),
+                           PAPER_MODELS, run_name):
+        print(line)
+
+
 def cmd_export(args):
     for path in export.export_run(args.run, args.out, args.data_name):
         print('wrote', path)
@@ -390,7 +428,7 @@ def main(argv=None):
     commands = {'train': cmd_train, 'evaluate': cmd_evaluate,
                 'table3': cmd_table3, 'reproduce': cmd_reproduce,
                 'figures': cmd_figures, 'explain': cmd_explain,
-                'compare': cmd_compare,
+                'compare': cmd_compare, 'jobs': cmd_jobs,
                 'demo': cmd_demo, 'export': cmd_export,
                 'faithfulness': cmd_faithfulness}
     try:
