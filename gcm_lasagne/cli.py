@@ -9,11 +9,14 @@ import os
 import sys
 
 from . import (api, attribution, checkpoint, curves, device, export,
-               faithfulness, faithfulness_run, jobs, paper, report, shipped,
-               stopping, train, visualize)
+               faithfulness, faithfulness_run, jobs, options, paper, report,
+               shipped, stopping, train, visualize)
 from .errors import DataError, InputError
 from .images import read_images
 from .models import MODELS
+
+# every numeric option's type, with its range (options.py)
+LIMIT = options.OPTIONS
 
 # GCM and the CNN first: the paper's comparison (and the faithfulness
 # comparison) needs those two, the clipped variant only adds a row.
@@ -25,13 +28,6 @@ class Parser(argparse.ArgumentParser):
         # one line, not argparse's usage block
         sys.stderr.write('%s: error: %s (see --help)\n' % (self.prog, message))
         sys.exit(2)
-
-
-def positive_int(text):
-    value = int(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError('must be a positive integer')
-    return value
 
 
 def add_recipe_options(p, seed=True):
@@ -46,36 +42,38 @@ def add_recipe_options(p, seed=True):
                    help="the paper's Table 2, or He et al. 2016's CIFAR-10 "
                         "recipe (for the resnet20 control); options below "
                         "override its values (default: table2)")
-    g.add_argument('--epochs', type=positive_int, help=defaults('epochs'))
-    g.add_argument('--batch-size', type=positive_int,
+    g.add_argument('--epochs', type=LIMIT['epochs'], help=defaults('epochs'))
+    g.add_argument('--batch-size', type=LIMIT['batch_size'],
                    help=defaults('batch_size'))
-    g.add_argument('--learning-rate', type=float,
+    g.add_argument('--learning-rate', type=LIMIT['learning_rate'],
                    help=defaults('learning_rate'))
-    g.add_argument('--lr-steps', type=positive_int, nargs='*',
+    g.add_argument('--lr-steps', type=LIMIT['lr_steps'], nargs='*',
                    metavar='EPOCH',
                    help='multiply the rate by --lr-factor after these '
                         'epochs; none after --epochs (%s)'
                         % defaults('lr_steps'))
-    g.add_argument('--lr-factor', type=float, help=defaults('lr_factor'))
-    g.add_argument('--momentum', type=float, help=defaults('momentum'))
-    g.add_argument('--weight-decay', type=float,
+    g.add_argument('--lr-factor', type=LIMIT['lr_factor'],
+                   help=defaults('lr_factor'))
+    g.add_argument('--momentum', type=LIMIT['momentum'],
+                   help=defaults('momentum'))
+    g.add_argument('--weight-decay', type=LIMIT['weight_decay'],
                    help='coefficient c of the L2 penalty c * sum(w^2) on '
                         "the weights and batch norm's gamma; its gradient "
                         'is 2 c w, so a decay d added to the gradient is '
                         'c = d / 2 (%s)' % defaults('weight_decay'))
-    g.add_argument('--pad', type=int,
+    g.add_argument('--pad', type=LIMIT['pad'],
                    help='zero padding before the random crop, pixels (%s)'
                         % defaults('pad'))
     g.add_argument('--no-flip', dest='flip', action='store_false',
                    default=None, help='no random horizontal flips')
-    g.add_argument('--validation', type=int, metavar='N',
+    g.add_argument('--validation', type=LIMIT['validation'], metavar='N',
                    help='hold out N training images and report accuracy on '
                         'them each epoch (the paper chose its recipe with '
                         '5000); default: evaluate on the test set')
-    g.add_argument('--train-subset', type=int, metavar='N',
+    g.add_argument('--train-subset', type=LIMIT['train_subset'], metavar='N',
                    help='train on a fixed random N of the training images')
     if seed:
-        g.add_argument('--seed', type=int, help='default: 1')
+        g.add_argument('--seed', type=LIMIT['seed'], help='default: 1')
 
 
 def add_data_options(p, default='cifar10'):
@@ -87,7 +85,7 @@ def add_data_options(p, default='cifar10'):
                    help='where the CIFAR-10 archive is (default: data/)')
     p.add_argument('--no-download', dest='download', action='store_false',
                    help='never download CIFAR-10; fail if it is missing')
-    p.add_argument('--image-size', type=positive_int, nargs=2,
+    p.add_argument('--image-size', type=LIMIT['image_size'], nargs=2,
                    metavar=('ROWS', 'COLS'),
                    help='resize image-folder images to this size')
 
@@ -109,7 +107,7 @@ def build_parser(prog=None):
     r = sub.add_parser('reproduce', help='the default: GCM, the CNN and clipped '
                        'GCM with Table 2\'s recipe, then Table 3')
     add_data_options(r)
-    r.add_argument('--seeds', type=positive_int, default=1, metavar='N',
+    r.add_argument('--seeds', type=LIMIT['seeds'], default=1, metavar='N',
                    help='train each model with seeds 1..N (RUNS/MODEL for '
                         'seed 1, RUNS/MODEL-seedK for the others)')
     add_recipe_options(r, seed=False)
@@ -156,7 +154,7 @@ def build_parser(prog=None):
     x.add_argument('--out', default='explained',
                    help='where the figures and maps go (default: '
                         'explained/)')
-    x.add_argument('--top', type=positive_int, default=3)
+    x.add_argument('--top', type=LIMIT['top'], default=3)
     x.add_argument('--method', choices=api.FIGURE_METHODS, help=map_help)
 
     c = sub.add_parser('compare', help="GCM's CCM beside a CNN's CAM of the "
@@ -170,10 +168,10 @@ def build_parser(prog=None):
     c.add_argument('--method', choices=attribution.CNN_METHODS,
                    default='cam', help='the second model\'s map '
                    '(%(default)s)')
-    c.add_argument('--count', type=positive_int, metavar='N',
+    c.add_argument('--count', type=LIMIT['count'], metavar='N',
                    help='test images, a seeded choice balanced over the '
                         'classes (default: one a class, at most 10)')
-    c.add_argument('--seed', type=int, default=0,
+    c.add_argument('--seed', type=LIMIT['seed'], default=0,
                    help='of the test image choice (%(default)s)')
     c.add_argument('--out', help='default: RESULTS/compare')
     add_data_options(c, default=None)
@@ -192,7 +190,7 @@ def build_parser(prog=None):
                         'the randomisation check of the attribution maps')
     fa.add_argument('checkpoints', nargs='+', metavar='MODEL.npz')
     fa.set_defaults(**faithfulness_run.DEFAULTS)
-    fa.add_argument('--images', type=positive_int,
+    fa.add_argument('--images', type=LIMIT['images'],
                     help='test images, the same for every model '
                          '(%(default)s)')
     fa.add_argument('--methods', nargs='+', metavar='METHOD',
@@ -202,14 +200,16 @@ def build_parser(prog=None):
                     help='the class explained (%(default)s)')
     fa.add_argument('--baseline', choices=faithfulness.BASELINES,
                     help='fill of deleted pixels (%(default)s)')
-    fa.add_argument('--steps', type=positive_int,
+    fa.add_argument('--steps', type=LIMIT['steps'],
                     help='deletion/insertion steps (%(default)s)')
-    fa.add_argument('--ig-steps', type=positive_int,
+    fa.add_argument('--ig-steps', type=LIMIT['ig_steps'],
                     help='Integrated Gradients steps (%(default)s)')
-    fa.add_argument('--randomisation-images', type=int, metavar='N',
+    fa.add_argument('--randomisation-images',
+                    type=LIMIT['randomisation_images'], metavar='N',
                     help='images for the randomisation check '
                          '(%(default)s; 0: skip it)')
-    fa.add_argument('--seed', type=int, help='of the image choice, the '
+    fa.add_argument('--seed', type=LIMIT['seed'],
+                    help='of the image choice, the '
                     'random map, ties and ROAD noise (%(default)s)')
     fa.add_argument('--out', help='default: RESULTS/faithfulness')
     add_data_options(fa, default=None)
@@ -218,7 +218,7 @@ def build_parser(prog=None):
                        'run, one a line, for a job array '
                        '(examples/slurm/table3.sbatch)')
     add_data_options(j)
-    j.add_argument('--seeds', type=positive_int, default=1, metavar='N',
+    j.add_argument('--seeds', type=LIMIT['seeds'], default=1, metavar='N',
                    help='seeds 1..N of each model, as for reproduce')
     add_recipe_options(j, seed=False)
 
@@ -261,12 +261,8 @@ def cmd_train(args):
         resume = mode == 'resume'
     # a resume is given what was given again, checked against the run
     config = given if resume else recipe(args)
-    try:
-        metrics = train.train(config, out, resume=resume,
-                              overwrite=args.overwrite)
-    except stopping.Stopped as e:  # not an error: the run waits for a resume
-        sys.stderr.write('%s\n' % e)
-        return stopping.EXIT_STATUS
+    metrics = train.train(config, out, resume=resume,
+                          overwrite=args.overwrite)
     print('%s: %s accuracy %.2f%% (run folder %s)' % (
         config['model'] or 'the run', metrics['eval_set'],
         100 * metrics['accuracy'], out))
@@ -434,6 +430,9 @@ def main(argv=None):
     try:
         check_folders(args)
         return commands[args.command or 'reproduce'](args) or 0
+    except stopping.Stopped as e:  # not an error: the run waits for a resume
+        sys.stderr.write('%s\n' % e)
+        return stopping.EXIT_STATUS
     except (DataError, InputError, checkpoint.CheckpointError,
             train.TrainingError, visualize.ExplainError,
             report.ReportError) as e:

@@ -20,8 +20,8 @@ import theano
 import theano.tensor as T
 from PIL import Image
 
-from . import (atomic, batches, checkpoint, cifar10, images, paper, resnet,
-               runfolder, stopping)
+from . import (atomic, batches, checkpoint, cifar10, images, options, paper,
+               resnet, runfolder, stopping)
 from .errors import DataError, TrainingError
 from .models import build_model
 
@@ -53,20 +53,9 @@ def default_config(**overrides):
     return config
 
 
-# (option, test, what it must be); NaN fails every comparison
-LIMITS = (
-    ('epochs', lambda v: v >= 1, 'a positive integer'),
-    ('batch_size', lambda v: v >= 1, 'a positive integer'),
-    ('learning_rate', lambda v: 0 < v < math.inf, 'a positive finite number'),
-    ('lr_factor', lambda v: 0 < v <= 1,
-     'in (0, 1]: the rate is multiplied by it at each step'),
-    ('momentum', lambda v: 0 <= v < 1, 'in [0, 1)'),
-    ('weight_decay', lambda v: 0 <= v < math.inf, 'a finite number >= 0'),
-    ('pad', lambda v: v >= 0, 'a number of pixels >= 0'),
-    ('validation', lambda v: v >= 0, 'a number of images >= 0'),
-    ('train_subset', lambda v: v >= 0, 'a number of images >= 0 (0: all)'),
-    ('seed', lambda v: 0 <= v < 2 ** 32, 'in 0..2**32-1 (a numpy seed)'),
-)
+# the recipe's numeric options, checked with the command line's limits
+CHECKED = ('epochs', 'batch_size', 'learning_rate', 'lr_factor', 'momentum',
+           'weight_decay', 'pad', 'validation', 'train_subset', 'seed')
 
 
 def check_config(config):
@@ -75,11 +64,17 @@ def check_config(config):
             config['recipe'] not in RECIPES:
         raise TrainingError('--recipe %s: must be one of %s'
                             % (config['recipe'], ', '.join(RECIPES)))
-    for key, ok, what in LIMITS:
-        value = config[key]
-        if not isinstance(value, numbers.Real) or not ok(value):
+    for key in CHECKED:
+        value, limit = config[key], options.OPTIONS[key]
+        if (not isinstance(value, numbers.Real) or isinstance(value, bool)
+                or not limit.ok(value)):
             raise TrainingError('--%s %s: must be %s'
-                                % (key.replace('_', '-'), value, what))
+                                % (key.replace('_', '-'), value, limit.what))
+    steps = config['lr_steps']
+    if not isinstance(steps, (list, tuple)) or not all(
+            isinstance(s, int) and s >= 1 for s in steps):
+        raise TrainingError('--lr-steps %s: must be epochs (positive '
+                            'integers)' % (steps,))
     # a recipe's own steps stay the recipe of a shorter run (a constant
     # rate); steps given for it must fall inside it (a step at its last
     # epoch counts when the run is resumed for more epochs)

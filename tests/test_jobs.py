@@ -62,10 +62,10 @@ def test_jobs_takes_every_option_of_reproduce():
 
 def test_a_bad_recipe_is_refused_before_any_line():
     done = subprocess.run([sys.executable, 'run_cifar10.py', 'jobs',
-                           '--seeds', '2', '--learning-rate', '-1'],
+                           '--seeds', '2', '--lr-steps', '200'],
                           cwd=ROOT, capture_output=True, text=True)
     assert done.returncode == 1 and done.stdout == ''
-    assert done.stderr.startswith('error: --learning-rate -1')
+    assert done.stderr.startswith('error: --lr-steps 200')
     assert done.stderr.count('\n') == 1
 
 
