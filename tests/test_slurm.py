@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 import slurm_cluster
-from gcm_lasagne import checkpoint
+from test_preemption import _same_files
 from test_train import CLASSES, _draw
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -67,18 +67,6 @@ def _job(cluster, job):
 
 def _state(cluster, job):
     return _job(cluster, job)[0]['JobState']
-
-
-def _same_weights(a, b):
-    for name in ('model.npz', 'checkpoint.npz'):
-        _, values_a, arrays_a = checkpoint.read(os.path.join(a, name))
-        _, values_b, arrays_b = checkpoint.read(os.path.join(b, name))
-        assert len(values_a) == len(values_b) > 0
-        for x, y in zip(values_a, values_b):
-            np.testing.assert_array_equal(x, y)
-        assert sorted(arrays_a) == sorted(arrays_b)
-        for key in arrays_a:
-            np.testing.assert_array_equal(arrays_a[key], arrays_b[key])
 
 
 def test_table3_array_survives_a_requeue_and_a_time_limit(cluster, tmp_path):
@@ -162,7 +150,7 @@ def test_table3_array_survives_a_requeue_and_a_time_limit(cluster, tmp_path):
             assert log.count('the time limit is near') == 1
             assert log.count('== requeueing') == 1
         out = shlex.split(lines[task])
-        _same_weights(out[out.index('--out') + 1],
+        _same_files(out[out.index('--out') + 1],
                       os.path.join(twins, str(task)))
 
     table3 = _job(cluster, final)[0]
