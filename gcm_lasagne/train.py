@@ -26,7 +26,6 @@ from .errors import DataError, TrainingError
 from .models import build_model
 
 floatX = theano.config.floatX
-LOG_FIELDS = runfolder.LOG_FIELDS
 
 
 # Named recipes (--recipe): the paper's, and He et al.'s for the ResNet-20
