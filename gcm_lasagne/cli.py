@@ -152,7 +152,10 @@ def build_parser(prog=None):
     x.add_argument('checkpoint')
     x.add_argument('images', nargs='+', metavar='IMAGE')
     x.add_argument('--out', default='explained',
-                   help='where the figures and maps go (default: '
+                   help='where the figures and maps go, STEM_METHOD.png '
+                        'and STEM_METHOD.npz per image (STEM: the file '
+                        "name's, METHOD: --method's), so the files of one "
+                        'method never replace those of another (default: '
                         'explained/)')
     x.add_argument('--top', type=LIMIT['top'], default=3)
     x.add_argument('--method', choices=api.FIGURE_METHODS, help=map_help)

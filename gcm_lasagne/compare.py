@@ -23,7 +23,8 @@ from .images import read_images
 from .visualize import (BLACK, FONT_SIZE, GREY, PAD, RED, ROW_GAP, TEXT_H,
                         WHITE, _centred, _font, _fit, _image_rgb, _map_rgb,
                         _wrap, _zoom, choose_examples, explainable,
-                        format_score, split_signed, upscale_factor)
+                        format_score, save_image, split_signed,
+                        upscale_factor)
 
 CELL_GAP = 6      # between the three cells of a group
 GROUP_GAP = 24    # between groups, across and down
@@ -138,7 +139,7 @@ def compare_figure(images, first, second, classes, path, captions=None,
                          t, font, RED if wrong[i, c] and not line else BLACK)
         texts.append(pair)
     if path is not None:
-        canvas.save(path)
+        save_image(canvas, path)
     return {'image': canvas, 'path': path, 'size': canvas.size,
             'layout': layout, 'scales': scales, 'texts': texts,
             'wrong': wrong}

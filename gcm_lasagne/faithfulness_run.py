@@ -3,12 +3,14 @@ attribution method that applies to each (gcm_lasagne/attribution.py), every
 metric of gcm_lasagne/faithfulness.py, then the tables (Markdown, CSV), the
 curves (PNG, PDF) and the per-image numbers (.npz) under one folder."""
 import csv
+import io
 import os
 import sys
 import time
 
 import numpy as np
 
+from . import atomic
 from . import attribution as attr
 from .batches import to_float
 from .faithfulness import (ROAD_FRACTIONS, ROAD_NOISE, area,
@@ -169,36 +171,38 @@ def _cell(values, digits=3):
 
 def write_results(out_dir, chosen, labels, results, settings):
     """faithfulness.md, faithfulness.csv, randomisation.csv, curves.png and
-    .pdf, per_image.npz under out_dir. Returns the paths."""
+    .pdf, per_image.npz under out_dir. Returns the paths. Every file is
+    made in memory before the first is written (a plot that fails leaves
+    the folder as it was), each is written all or nothing (atomic.py), and
+    faithfulness.md, which describes the others, last."""
     os.makedirs(out_dir, exist_ok=True)
     paths = [os.path.join(out_dir, name) for name in (
         'faithfulness.md', 'faithfulness.csv', 'randomisation.csv',
         'curves.png', 'curves.pdf', 'per_image.npz')]
     md, table_csv, rand_csv, png, pdf, npz = paths
 
-    with open(table_csv, 'w', newline='') as f:
-        w = csv.writer(f)
-        w.writerow(['model', 'method', 'images'] + [
-            '%s %s' % (key, s) for _, key, _ in METRICS
-            for s in ('mean', 'se')])
-        for tag, r in results.items():
-            for m in r['methods']:
-                nums, row = per_image(r, m), [tag, m, len(r['targets'])]
-                for _, key, _ in METRICS:
-                    row += (['%.6g' % v for v in mean_se(nums[key])]
-                            if key in nums else ['', ''])
-                w.writerow(row)
-    with open(rand_csv, 'w', newline='') as f:
-        w = csv.writer(f)
-        w.writerow(['model', 'method', 'layers re-initialised',
-                    'layer re-initialised at this step', 'spearman mean',
-                    'spearman se', 'images'])
-        for tag, r in results.items():
-            for m in r['methods'] if 'randomisation' in r else ():
-                for k, layer in enumerate(r['layers']):
-                    mean, se = mean_se(r['randomisation'][m][k])
-                    w.writerow([tag, m, k + 1, layer, '%.6g' % mean,
-                                '%.6g' % se, r['randomisation'][m].shape[1]])
+    table = io.StringIO()
+    w = csv.writer(table)
+    w.writerow(['model', 'method', 'images'] + [
+        '%s %s' % (key, s) for _, key, _ in METRICS for s in ('mean', 'se')])
+    for tag, r in results.items():
+        for m in r['methods']:
+            nums, row = per_image(r, m), [tag, m, len(r['targets'])]
+            for _, key, _ in METRICS:
+                row += (['%.6g' % v for v in mean_se(nums[key])]
+                        if key in nums else ['', ''])
+            w.writerow(row)
+    rand = io.StringIO()
+    w = csv.writer(rand)
+    w.writerow(['model', 'method', 'layers re-initialised',
+                'layer re-initialised at this step', 'spearman mean',
+                'spearman se', 'images'])
+    for tag, r in results.items():
+        for m in r['methods'] if 'randomisation' in r else ():
+            for k, layer in enumerate(r['layers']):
+                mean, se = mean_se(r['randomisation'][m][k])
+                w.writerow([tag, m, k + 1, layer, '%.6g' % mean,
+                            '%.6g' % se, r['randomisation'][m].shape[1]])
 
     arrays = {'image_index': chosen, 'labels': labels}
     for tag, r in results.items():
@@ -212,11 +216,19 @@ def write_results(out_dir, chosen, labels, results, settings):
             if 'randomisation' in r:
                 arrays['%s__%s__randomisation' % (tag, m)] = \
                     r['randomisation'][m]
-    np.savez_compressed(npz, **arrays)
 
-    plot_curves(results, settings, (png, pdf))
-    with open(md, 'w') as f:
-        f.write(markdown(results, settings))
+    fig = plot_curves(results, settings)
+    contents = [
+        (table_csv, table.getvalue().encode('utf-8')),
+        (rand_csv, rand.getvalue().encode('utf-8')),
+        (npz, atomic.in_memory(lambda f: np.savez_compressed(f, **arrays))),
+        (png, atomic.in_memory(lambda f: fig.savefig(f, format='png',
+                                                     dpi=100))),
+        (pdf, atomic.in_memory(lambda f: fig.savefig(f, format='pdf',
+                                                     dpi=100))),
+        (md, markdown(results, settings).encode('utf-8'))]
+    for path, data in contents:
+        atomic.write_bytes(path, data)
     return paths
 
 
@@ -283,9 +295,10 @@ def markdown(results, settings):
     return '\n'.join(lines)
 
 
-def plot_curves(results, settings, paths):
-    # a Figure of its own, not pyplot's: a caller's backend and open
-    # figures stay as they were
+def plot_curves(results, settings):
+    """The curves as a matplotlib Figure, which write_results saves. A
+    Figure of its own, not pyplot's: a caller's backend and open figures
+    stay as they were."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
     tags = list(results)
@@ -328,8 +341,7 @@ def plot_curves(results, settings, paths):
                                    fontsize=7)
         row[0].legend(fontsize=8)
     fig.tight_layout()
-    for path in paths:
-        fig.savefig(path, dpi=100)
+    return fig
 
 
 def model_tag(path, taken):

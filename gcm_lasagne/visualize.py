@@ -28,7 +28,7 @@ import os
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from . import api, train
+from . import api, atomic, train
 from .images import read_images
 
 
@@ -66,6 +66,14 @@ TEXT_H = 16       # one line of text
 TARGET_CELL = 96  # cells are upscaled to about this many pixels
 LEGEND_LINES = 3  # fixed, so the figure's size does not depend on text
 WHITE, BLACK, RED, GREY = (255, 255, 255), (0, 0, 0), (255, 0, 0), (90, 90, 90)
+
+
+def save_image(canvas, path):
+    """A Pillow image to path, all or nothing (atomic.py), in the format
+    its file name's ending names (PNG for an ending Pillow does not know)."""
+    ending = os.path.splitext(path)[1].lower()
+    kind = Image.registered_extensions().get(ending, 'PNG')
+    atomic.write_with(path, lambda f: canvas.save(f, format=kind))
 
 
 def _font(size=FONT_SIZE):
@@ -298,7 +306,7 @@ def figure6(images, ccm, scores, labels, classes, path, positive_only=False,
             _centred(draw, layout.column_x(j + 1), layout.cell_w,
                      layout.score_top(i), texts[j], font)
     if path is not None:
-        canvas.save(path)
+        save_image(canvas, path)
     return {'image': canvas, 'path': path, 'size': canvas.size,
             'layout': layout, 'scales': scales, 'labels': drawn,
             'legend': lines}
@@ -338,7 +346,7 @@ def figure8(images, ccm_true, path, columns=5, captions=None):
         if captions is not None:
             _centred(draw, x, pair_w, y + ch + 1, captions[m], font)
     if path is not None:
-        canvas.save(path)
+        save_image(canvas, path)
     return {'image': canvas, 'path': path, 'size': canvas.size}
 
 
@@ -449,13 +457,16 @@ def run_explain(model, image_paths, out_dir, top=3, echo=print,
     image files (`read_images`): print the top classes with scores and
     probabilities (the text is returned too) and write, per image,
     <stem>_ccm.png (Figure 6 style; there is no true label, so the red
-    frame marks the PREDICTED class) and <stem>_maps.npz (image uint8
+    frame marks the PREDICTED class) and <stem>_ccm.npz (image uint8
     (3, H, W) as the model saw it, class_weight_map (K, H, W),
     class_contribution_map (K, 3, H, W), class_scores (K,), prob (K,),
     classes (K,) str), loadable with allow_pickle=False. A model with CAM
     instead of CCMs (method None: 'cam', or 'grad-cam') writes
-    <stem>_METHOD.png and a .npz with class_activation_map (K, H, W) and
-    method in place of the CWM and CCM."""
+    <stem>_METHOD.png and <stem>_METHOD.npz with class_activation_map
+    (K, H, W) and method in place of the CWM and CCM. Both names carry the
+    method, so explaining with another method keeps the first one's files
+    (one shared .npz name was silently overwritten). Each file is written
+    all or nothing (atomic.py)."""
     model, method = explainable(model, method)   # fails before any work
     classes = model.classes
     X, notes = read_images(image_paths, model.input_shape, return_notes=True)
@@ -479,10 +490,12 @@ def run_explain(model, image_paths, out_dir, top=3, echo=print,
                 scores[None], [best], classes, os.path.join(out_dir, png),
                 positive_only=positive_only, frame='predicted',
                 method=method)
-        np.savez(os.path.join(out_dir, stem + '_maps.npz'), image=X[i],
-                 classes=np.array(classes),
-                 **dict(extra, **{k: maps[k][i] for k in keys}))
-        lines.append('  wrote %s, %s_maps.npz' % (png, stem))
+        arrays = dict(extra, image=X[i], classes=np.array(classes),
+                      **{k: maps[k][i] for k in keys})
+        npz = '%s_%s.npz' % (stem, method)
+        atomic.write_with(os.path.join(out_dir, npz),
+                          lambda f: np.savez(f, **arrays))
+        lines.append('  wrote %s, %s' % (png, npz))
     text = '\n'.join(lines)
     if echo:
         echo(text)

@@ -142,7 +142,7 @@ def test_the_api_equals_what_explain_writes(model, model_file, tmp_path):
     maps = model.explain(X)
     label = model.predict(X).label
     for i, stem in enumerate(('0', '1')):
-        with np.load(str(out / (stem + '_maps.npz')),
+        with np.load(str(out / (stem + '_ccm.npz')),
                      allow_pickle=False) as f:
             np.testing.assert_array_equal(f['image'], X[i])
             assert list(f['classes']) == model.classes

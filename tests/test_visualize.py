@@ -251,12 +251,12 @@ def test_explain_writes_figure_and_maps(model_file, tmp_path):
     text = vis.run_explain(model_file, [big, gray], str(out), top=2,
                            echo=None)
     assert 'resized from 16x24 to 8x8' in text and 'mode L' in text
-    assert sorted(os.listdir(out)) == ['big_ccm.png', 'big_maps.npz',
-                                       'gray_ccm.png', 'gray_maps.npz']
+    assert sorted(os.listdir(out)) == ['big_ccm.npz', 'big_ccm.png',
+                                       'gray_ccm.npz', 'gray_ccm.png']
     for stem in ('big', 'gray'):
         png = Image.open(out / (stem + '_ccm.png'))
         assert png.size == vis.grid_size(3, 1, False, (8, 8))
-        with np.load(out / (stem + '_maps.npz'), allow_pickle=False) as f:
+        with np.load(out / (stem + '_ccm.npz'), allow_pickle=False) as f:
             m = {k: f[k] for k in f.files}
         assert m['class_weight_map'].shape == (3, 8, 8)
         assert m['class_contribution_map'].shape == (3, 3, 8, 8)
@@ -395,11 +395,11 @@ def test_explain_draws_a_cnns_grad_cam_positive_parts_only(cnn, tmp_path):
     out = tmp_path / 'out'
     text = vis.run_explain(cnn, [image], str(out), echo=None,
                            method='grad-cam')
-    assert 'wrote a_grad-cam.png, a_maps.npz' in text
-    assert sorted(os.listdir(out)) == ['a_grad-cam.png', 'a_maps.npz']
+    assert 'wrote a_grad-cam.png, a_grad-cam.npz' in text
+    assert sorted(os.listdir(out)) == ['a_grad-cam.npz', 'a_grad-cam.png']
     with Image.open(out / 'a_grad-cam.png') as png:
         assert png.size == vis.grid_size(3, 1, True, (8, 8))
-    with np.load(out / 'a_maps.npz', allow_pickle=False) as f:
+    with np.load(out / 'a_grad-cam.npz', allow_pickle=False) as f:
         saved = {k: f[k] for k in f.files}
     assert str(saved['method']) == 'grad-cam'
     X = read_images([image], SHAPE)
@@ -408,6 +408,29 @@ def test_explain_draws_a_cnns_grad_cam_positive_parts_only(cnn, tmp_path):
     np.testing.assert_array_equal(saved['image'], X[0])
     assert sorted(saved) == sorted(api.CAM_KEYS + ('classes', 'image',
                                                    'method'))
+
+
+def test_explaining_with_another_method_keeps_the_first_ones_files(
+        cnn, tmp_path):
+    """CAM then Grad-CAM into one folder: each method's .npz is its own
+    (both were <stem>_maps.npz once, Grad-CAM's replacing CAM's)."""
+    image = _png(tmp_path / 'a.png', 'RGB', (8, 8), seed=6)
+    out = tmp_path / 'out'
+    vis.run_explain(cnn, [image], str(out), echo=None, method='cam')
+    first = {n: (out / n).read_bytes() for n in os.listdir(out)}
+    assert sorted(first) == ['a_cam.npz', 'a_cam.png']
+    vis.run_explain(cnn, [image], str(out), echo=None, method='grad-cam')
+    assert sorted(os.listdir(out)) == ['a_cam.npz', 'a_cam.png',
+                                       'a_grad-cam.npz', 'a_grad-cam.png']
+    for name, data in first.items():
+        assert (out / name).read_bytes() == data, name
+    X = read_images([image], SHAPE)
+    for method in ('cam', 'grad-cam'):
+        with np.load(out / ('a_%s.npz' % method), allow_pickle=False) as f:
+            assert str(f['method']) == method
+            np.testing.assert_array_equal(
+                f['class_activation_map'],
+                cnn.class_activation_maps(X, method)[0])
 
 
 def test_figures_of_a_cnn_are_figure6_and_8_of_its_cam(cnn, images,
