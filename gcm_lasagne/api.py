@@ -12,6 +12,8 @@ Images go in as numpy arrays (N, C, H, W) of the model's input_shape, either
 uint8 with pixels 0-255 (what `read_images` gives) or float in [0, 1] (what
 the network is fed, `batches.to_float`); anything else is an InputError (a
 ValueError), so wrongly scaled pixels are never classified silently.
+Every other argument is checked too (arguments.py): a bad one is a
+ValueError, or a TypeError for a wrong type, naming it and what it must be.
 Results come out as float32 numpy arrays, computed batch by batch by
 Theano functions (one for the scores, one for the maps too) compiled at
 first use and then reused, in inference mode (batch norm with its running
@@ -22,13 +24,14 @@ command line's `explain`, `figures`, `compare`, `demo` and `evaluate` go
 through this module.
 """
 import collections
+import os
 
 import numpy as np
 import lasagne
 import theano
 
-from . import attribution, batches, checkpoint
-from .errors import InputError
+from . import arguments, attribution, batches, checkpoint
+from .errors import InputError, InputTypeError
 
 # what Model.explain returns and `explain` saves per image
 MAP_KEYS = ('class_weight_map', 'class_contribution_map', 'class_scores',
@@ -50,6 +53,9 @@ def load_model(path):
     """The model in a file written by training (model.npz, or a run's
     checkpoint.npz) as a `Model`. A missing or foreign file raises
     checkpoint.CheckpointError."""
+    if not isinstance(path, (str, os.PathLike)):
+        raise InputTypeError('path must be a file name (str or os.PathLike), '
+                             'not %s' % type(path).__name__)
     net, meta, _ = checkpoint.load(path)
     return Model(net, meta)
 
@@ -64,7 +70,8 @@ class Model(object):
         and for GCM 'class_weight_map', 'class_contribution_map').
     meta : dict with 'model' (the kind), 'classes' and 'input_shape', as
         a model file stores it (training also stores its 'config').
-    batch_size : images per call of the compiled function.
+    batch_size : images per call of the compiled function, a positive
+        int; each method's batch_size overrides it for that call.
 
     Attributes
     ----------
@@ -80,6 +87,7 @@ class Model(object):
     """
 
     def __init__(self, net, meta, batch_size=100):
+        _check_model(net, meta)
         self.net, self.meta = net, meta
         self.kind = meta['model']
         self.classes = list(meta['classes'])
@@ -87,7 +95,7 @@ class Model(object):
         self.has_maps = 'class_contribution_map' in net
         self.figure_methods = tuple(m for m in FIGURE_METHODS
                                     if m in attribution.methods_for(net))
-        self.batch_size = batch_size
+        self.batch_size = arguments.positive_int('batch_size', batch_size)
         self._fns = {}
         self._attribution = None
 
@@ -141,14 +149,18 @@ class Model(object):
         summed over channels, and 'cwm'; for all 'gradient',
         'gradient-x-input', 'integrated-gradients', 'random'; 'cam' and
         'grad-cam' as in class_activation_maps) for each image's target
-        class (N,), by default the predicted one."""
+        class (N,) (integers, by default the predicted classes)."""
         X = self.check_images(images)
-        if targets is None:
-            targets = self.predict(X, batch_size).label
+        size = self._batch(batch_size)
         if self._attribution is None:
             self._attribution = attribution.Attribution(
                 self.net, name='this %s model' % self.kind)
-        self._attribution.batch_size = batch_size or self.batch_size
+        attribution.check_method(self.net, method, self._attribution.name)
+        if targets is None:
+            targets = self.predict(X, size).label
+        targets = arguments.class_indices('targets', targets, len(X),
+                                          len(self.classes))
+        self._attribution.batch_size = size
         return self._attribution.maps(method, X, targets)
 
     def explain(self, images, batch_size=None, method=None):
@@ -182,17 +194,13 @@ class Model(object):
         return method
 
     def evaluate(self, images, labels, batch_size=None):
-        """(mean cross-entropy loss, Prediction) on labelled images; the
-        loss is the training objective's, from the class scores."""
-        labels = np.asarray(labels)
-        p = self.predict(images, batch_size)
-        if labels.shape != p.label.shape or labels.dtype.kind not in 'iu':
-            raise InputError('labels must be %d integers, one per image, not '
-                             '%s %s' % (len(p.label), labels.dtype,
-                                        labels.shape))
-        if labels.min() < 0 or labels.max() >= len(self.classes):
-            raise InputError('labels must be class indices 0..%d'
-                             % (len(self.classes) - 1))
+        """(mean cross-entropy loss, Prediction) on labelled images (labels:
+        one integer class index per image); the loss is the training
+        objective's, from the class scores."""
+        X = self.check_images(images)
+        labels = arguments.class_indices('labels', labels, len(X),
+                                         len(self.classes))
+        p = self.predict(X, batch_size)
         s = p.class_scores.astype(np.float64)
         top = s.max(axis=1)
         log_sum = top + np.log(np.exp(s - top[:, None]).sum(axis=1))
@@ -208,8 +216,9 @@ class Model(object):
                                  if self.figure_methods else ''))
 
     def check_images(self, images):
-        """images as an array the network can take, or InputError."""
-        X = np.asarray(images)
+        """images as an array the network can take, or InputError: an array
+        (N, C, H, W), or a list of (C, H, W) images of one dtype."""
+        X = arguments.image_array(images, self.input_shape)
         if X.ndim != 4 or X.shape[1:] != self.input_shape:
             hint = ''
             if X.shape == self.input_shape:
@@ -237,6 +246,13 @@ class Model(object):
 
     # ------------------------------------------------------------ inside
 
+    def _batch(self, batch_size):
+        """A call's batch size: its own if given (checked), else the
+        model's. 0 is refused, not taken for 'the default'."""
+        if batch_size is None:
+            return self.batch_size
+        return arguments.positive_int('batch_size', batch_size)
+
     def _maps(self, images, key, batch_size):
         self.require_maps()
         return self._run(images, (key,), batch_size)[key]
@@ -257,8 +273,8 @@ class Model(object):
         """{key: float32 array} for the keys wanted, batch by batch; only
         those are kept."""
         X = self.check_images(images)
+        size = self._batch(batch_size)
         keys, fn = self._function(wanted)
-        size = batch_size or self.batch_size
         parts = {k: [] for k in wanted}
         for i in range(0, len(X), size):
             out = dict(zip(keys, fn(batches.to_float(X[i:i + size]))))
@@ -266,3 +282,25 @@ class Model(object):
                 parts[k].append(out[k])
         return {k: np.concatenate(v).astype(np.float32, copy=False)
                 for k, v in parts.items()}
+
+
+def _check_model(net, meta):
+    """Model's net and meta agree with each other and hold what it reads,
+    or one line saying what is missing (not a KeyError from inside)."""
+    if not isinstance(meta, dict) or not {'model', 'classes',
+                                          'input_shape'} <= set(meta):
+        raise InputError('meta must be a dict with model, classes and '
+                         'input_shape, as a model file stores it '
+                         '(checkpoint.load gives it)')
+    if not isinstance(net, dict) or not {'input', 'class_scores',
+                                         'prob'} <= set(net):
+        raise InputError('net must be a dict of Lasagne layers with input, '
+                         'class_scores and prob, as models.build_model and '
+                         'checkpoint.load give it')
+    classes = net['class_scores'].output_shape[1]
+    shape = tuple(net['input'].shape[1:])
+    if classes != len(meta['classes']) or shape != tuple(meta['input_shape']):
+        raise InputError('net and meta disagree: the net has %d classes and '
+                         'input %s, meta %d and %s' % (
+                             classes, shape, len(meta['classes']),
+                             tuple(meta['input_shape'])))

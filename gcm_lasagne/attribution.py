@@ -39,6 +39,7 @@ import zlib
 
 import numpy as np
 
+from . import arguments
 from .batches import to_float
 from .errors import InputError
 
@@ -109,14 +110,21 @@ class Attribution(object):
     """The attribution maps of one network (a dict of Lasagne layers as
     models.build_model or checkpoint.load give). Parameters are read from
     the network's shared variables at every call, so the maps follow
-    `set_value` (the randomisation check relies on it)."""
+    `set_value` (the randomisation check relies on it). ig_steps and
+    batch_size are positive ints, seed an int in 0..2**32-1 (of the
+    'random' maps)."""
 
     def __init__(self, net, ig_steps=32, seed=0, batch_size=100,
                  name='this model'):
+        if not isinstance(net, dict) or not {'input', 'class_scores',
+                                             'prob'} <= set(net):
+            raise AttributionError('net must be a dict of Lasagne layers '
+                                   'with input, class_scores and prob, as '
+                                   'models.build_model gives it')
         self.net = net
-        self.ig_steps = int(ig_steps)
-        self.seed = seed
-        self.batch_size = batch_size
+        self.ig_steps = arguments.positive_int('ig_steps', ig_steps)
+        self.seed = arguments.seed('seed', seed)
+        self.batch_size = arguments.positive_int('batch_size', batch_size)
         self.name = name
         self.methods = methods_for(net)
         self.input_shape = tuple(net['input'].shape[1:])
@@ -162,7 +170,9 @@ class Attribution(object):
     # ------------------------------------------------ checks and batching
 
     def _inputs(self, X, targets=None):
-        X = np.asarray(X)
+        """X as float32 and targets as int32 class indices, one per image
+        (integers: a float is refused, not truncated), or one line."""
+        X = arguments.image_array(X, self.input_shape)
         if X.ndim != 4 or X.shape[1:] != self.input_shape:
             raise AttributionError(
                 'images are %s but %s takes %s'
@@ -170,16 +180,16 @@ class Attribution(object):
                    'x'.join(map(str, self.input_shape))))
         if not len(X):
             raise AttributionError('no images')
+        if X.dtype != np.uint8 and X.dtype.kind != 'f':
+            raise AttributionError('images must be uint8 (pixels 0-255) or '
+                                   'float (pixels in [0, 1]), not %s'
+                                   % X.dtype)
         X = to_float(X)
         if targets is None:
             return X
-        targets = np.asarray(targets, dtype=np.int32).reshape(-1)
         classes = self.net['class_scores'].output_shape[1]
-        if (len(targets) != len(X) or targets.min() < 0
-                or targets.max() >= classes):
-            raise AttributionError('need one target class in 0..%d per '
-                                   'image' % (classes - 1))
-        return X, targets
+        return X, arguments.class_indices('targets', targets, len(X),
+                                          classes)
 
     def _batched(self, compute, X, targets):
         parts = [compute(X[i:i + self.batch_size],

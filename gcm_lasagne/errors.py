@@ -19,3 +19,9 @@ class InputError(ValueError):
 class TrainingError(Exception):
     """A training request that cannot run as asked (an option out of range,
     a run folder it would harm). One line."""
+
+
+class InputTypeError(InputError, TypeError):
+    """An argument of the wrong type (a float batch size, None for a file
+    name): a TypeError to Python, and an InputError, so the command line
+    prints it as one line too."""

@@ -10,7 +10,7 @@ import os
 import numpy as np
 from PIL import Image
 
-from .errors import DataError
+from .errors import DataError, InputError, InputTypeError
 
 IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg')
 
@@ -85,11 +85,23 @@ def read_images(paths, input_shape, return_notes=False):
     filter, both as `load_image_folder` does for training data. With
     return_notes, returns (images, notes): one note per image saying what
     was done to it ('' if it was used as it is). A missing or unreadable
-    file raises DataError naming it.
+    file raises DataError naming it; paths that are not file names, no
+    paths, or an input_shape that is not (3, rows, cols) or (rows, cols)
+    an InputError (a ValueError; a TypeError too for a wrong type).
     """
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]
-    rows, cols = tuple(input_shape)[-2:]
+    if not isinstance(paths, (list, tuple)):
+        raise InputTypeError('paths must be a file name or a list of them, '
+                             'not %s' % type(paths).__name__)
+    if not paths:
+        raise InputError('paths is empty; give at least one image file')
+    for i, path in enumerate(paths):
+        if not isinstance(path, (str, os.PathLike)):
+            raise InputTypeError('paths[%d] must be a file name (str or '
+                                 'os.PathLike), not %s'
+                                 % (i, type(path).__name__))
+    rows, cols = _size(input_shape)
     X = np.empty((len(paths), 3, rows, cols), np.uint8)
     notes = []
     for i, path in enumerate(paths):
@@ -99,6 +111,24 @@ def read_images(paths, input_shape, return_notes=False):
         X[i] = image.transpose(2, 0, 1)
         notes.append('; '.join(done))
     return (X, notes) if return_notes else X
+
+
+def _size(input_shape):
+    """(rows, cols) of a model's input_shape (3, rows, cols) or of (rows,
+    cols); images are read as RGB, so a shape of other channels is
+    refused (the model could not take them)."""
+    try:
+        shape = tuple(int(n) for n in input_shape)
+        ok = (len(shape) in (2, 3) and min(shape) >= 1
+              and (len(shape) == 2 or shape[0] == 3)
+              and shape == tuple(input_shape))
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise InputError('input_shape must be (3, rows, cols) or (rows, '
+                         'cols), positive ints (a model\'s input_shape), '
+                         'not %r' % (input_shape,))
+    return shape[-2:]
 
 
 def _read_images(files, size, reference):

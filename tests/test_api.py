@@ -218,7 +218,8 @@ def test_maps_a_model_does_not_have_are_value_errors(model, cnn, images):
             (lambda: cnn.attribution_maps(images, 'cwm'),
              "'cwm' needs a GCM model"),
             (lambda: cnn.attribution_maps(images, 'cam', [0, 1]),
-             r'one target class in 0\.\.2 per image'),
+             r'targets must be 5 integers, one class index in 0\.\.2 per '
+             r'image, not shape \(2,\)'),
             (lambda: cnn.class_activation_maps(images[0]),
              r'one image\? pass images\[None\]')):
         with pytest.raises(ValueError, match=message) as e:
@@ -284,3 +285,145 @@ def test_resnet20_is_explained_by_its_cam_too(tmp_path, images):
     bias = resnet.net['class_scores'].b.get_value()
     np.testing.assert_allclose(cam.mean(axis=(2, 3)) + bias,
                                out['class_scores'], rtol=1e-4, atol=1e-5)
+
+
+# ------------------------------------------- every argument, checked first
+
+@pytest.fixture
+def unrun(model):
+    """The module's GCM as a fresh Model that fails the test if it runs
+    the network: an argument error must come before any work."""
+    fresh = api.Model(model.net, model.meta)
+
+    def no_work(wanted):
+        raise AssertionError('the network ran before the arguments were '
+                             'checked')
+    fresh._function = no_work
+    return fresh
+
+
+def _refused(call, error, message):
+    with pytest.raises(error, match=message) as e:
+        call()
+    assert _one_sentence(str(e.value)), str(e.value)
+    # a TypeError of ours is a ValueError too (errors.InputTypeError)
+    assert isinstance(e.value, ValueError)
+    return e.value
+
+
+@pytest.mark.parametrize('size, error, shown', [
+    (0, ValueError, '0'),            # was taken for the default
+    (-1, ValueError, '-1'),          # was numpy's 'need at least one array'
+    (1.5, TypeError, 'float 1.5'),
+    (True, TypeError, 'bool True'),  # was a batch of one
+    ('2', TypeError, "str '2'"),
+], ids=['zero', 'negative', 'float', 'bool', 'str'])
+def test_batch_size_must_be_a_positive_int_everywhere(unrun, cnn, images,
+                                                      size, error, shown):
+    message = 'batch_size must be a positive int, not %s$' % re.escape(shown)
+    for call in (lambda: unrun.predict(images, size),
+                 lambda: unrun.class_weight_maps(images, size),
+                 lambda: unrun.class_contribution_maps(images, size),
+                 lambda: unrun.explain(images, batch_size=size),
+                 lambda: unrun.evaluate(images, [0] * 5, batch_size=size),
+                 lambda: unrun.attribution_maps(images, 'ccm',
+                                                batch_size=size),
+                 lambda: cnn.class_activation_maps(images, batch_size=size),
+                 lambda: api.Model(unrun.net, unrun.meta, batch_size=size)):
+        _refused(call, error, message)
+
+
+def test_a_list_of_images_is_checked_image_by_image(model, unrun, images):
+    # a list of (C, H, W) images of one dtype is the array they make
+    np.testing.assert_array_equal(model.predict(list(images)).class_scores,
+                                  model.predict(images).class_scores)
+    odd = np.zeros((3, 16, 16), np.uint8)
+    for bad, error, message in (
+            ([images[0], images[1], odd], ValueError,
+             r'^images\[2\] has shape \(3, 16, 16\) but this model takes '
+             r'images of shape \(3, 8, 8\)'),
+            ([images[0], images[1].transpose(1, 2, 0)], ValueError,
+             r'images\[1\] has shape \(8, 8, 3\) .*channels last'),
+            ([images[0], to_float(images[1])], ValueError,
+             r'^images mixes uint8 \(images\[0\]\) and float32 '
+             r'\(images\[1\]\)'),
+            ([], ValueError, '^images is an empty list; give at least one'),
+            (['cat.png'], TypeError,
+             r"^images\[0\] is the file name 'cat.png', not pixels; read "
+             r'image files with gcm_lasagne.read_images'),
+            ('cat.png', TypeError, "^images must be pixels, not the file "
+                                   "name 'cat.png'"),
+            (None, TypeError, r'^images must be a numpy array of pixels '
+                              r'\(N, 3, 8, 8\), not None$')):
+        _refused(lambda: unrun.predict(bad), error, message)
+
+
+@pytest.mark.parametrize('targets, error, message', [
+    ([0, 1, 2, 1, 0.5], TypeError,
+     r'^targets must be 5 integers, one class index in 0\.\.2 per image, '
+     r'not float64 \(5,\)$'),
+    ([1.0] * 5, TypeError, 'not float64'),  # integral, still not an int
+    ([True] * 5, TypeError, 'not bool'),
+    ([0, 1, 2, 3, 0], ValueError,
+     r'^targets must be class indices 0\.\.2, not 3 \(targets\[3\]\)$'),
+    ([0, -1, 0, 0, 0], ValueError, r'not -1 \(targets\[1\]\)'),
+    ([0, 1], ValueError, r'not shape \(2,\)$'),
+    (2, ValueError, r'not shape \(\)$'),
+], ids=['float', 'integral-float', 'bool', 'too-large', 'negative',
+        'too-few', 'scalar'])
+def test_targets_are_one_integer_class_per_image(unrun, images, targets,
+                                                 error, message):
+    _refused(lambda: unrun.attribution_maps(images, 'ccm', targets), error,
+             message)
+
+
+def test_labels_are_checked_before_the_network_runs(unrun, images):
+    _refused(lambda: unrun.evaluate(images, [0.0, 1, 2, 1, 0]), TypeError,
+             r'^labels must be 5 integers, one class index in 0\.\.2 per '
+             r'image, not float64')
+    _refused(lambda: unrun.evaluate(images, [0, 1, 2, 1, 7]), ValueError,
+             r'^labels must be class indices 0\.\.2, not 7 \(labels\[4\]\)$')
+
+
+def test_method_names_are_checked_before_the_network_runs(unrun, images):
+    _refused(lambda: unrun.attribution_maps(images, 'sharpness'),
+             ValueError, r"^unknown method 'sharpness' \(choose from ccm")
+    _refused(lambda: unrun.attribution_maps(images, 'cam'), ValueError,
+             "^method 'cam' needs a network ending in global average pooling")
+    _refused(lambda: unrun.explain(images, method='cam'), ValueError,
+             "^this gcm model is explained by ccm, not 'cam'$")
+
+
+def test_a_model_is_made_of_a_matching_net_and_meta(model, cnn):
+    _refused(lambda: gcm_lasagne.load_model(None), TypeError,
+             r'^path must be a file name \(str or os.PathLike\), not '
+             r'NoneType$')
+    _refused(lambda: api.Model(model.net, {'model': 'gcm'}), ValueError,
+             '^meta must be a dict with model, classes and input_shape')
+    _refused(lambda: api.Model({'input': model.net['input']}, model.meta),
+             ValueError, '^net must be a dict of Lasagne layers with input, '
+                         'class_scores and prob')
+    other = dict(model.meta, classes=CLASSES + ['star'])
+    _refused(lambda: api.Model(model.net, other), ValueError,
+             r'^net and meta disagree: the net has 3 classes and input '
+             r'\(3, 8, 8\), meta 4 and \(3, 8, 8\)$')
+
+
+def test_read_images_checks_its_arguments(tmp_path):
+    path = str(tmp_path / 'a.png')
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(path)
+    assert gcm_lasagne.read_images([path], (8, 8)).shape == (1, 3, 8, 8)
+    for paths, shape, error, message in (
+            ([], SHAPE, ValueError, '^paths is empty; give at least one'),
+            (None, SHAPE, TypeError, '^paths must be a file name or a list '
+                                     'of them, not NoneType$'),
+            ([path, 3], SHAPE, TypeError,
+             r'^paths\[1\] must be a file name \(str or os.PathLike\), not '
+             r'int$'),
+            ([path], (1, 8, 8), ValueError,
+             r'^input_shape must be \(3, rows, cols\) or \(rows, cols\), '
+             r'positive ints .*, not \(1, 8, 8\)$'),
+            ([path], (8,), ValueError, r'not \(8,\)$'),
+            ([path], (3, 8.5, 8), ValueError, r'not \(3, 8\.5, 8\)$')):
+        _refused(lambda: gcm_lasagne.read_images(paths, shape), error,
+                 message)

@@ -146,8 +146,49 @@ def test_cam_is_for_the_cnn_only(linear):
         linear[0].maps('cam', linear[2], np.zeros(5, np.int32))
 
 
-def test_one_target_class_per_image_in_range(cnn):
+@pytest.mark.parametrize('targets, error, message', [
+    ([0, 3, 1, 1], ValueError, r'targets must be class indices 0\.\.2, not 3 '
+                               r'\(targets\[1\]\)'),
+    ([0, 1], ValueError, r'not shape \(2,\)'),
+    # int32 once wrapped 2**32 round to class 0
+    ([0, 2 ** 32, 1, 1], ValueError, r'not 4294967296 \(targets\[1\]\)'),
+    # a float class was cut to an int: 1.7 drew class 1's map
+    ([0, 1.7, 1, 1], TypeError, r'targets must be 4 integers, one class '
+                                r'index in 0\.\.2 per image, not float64'),
+    ([True, False, True, True], TypeError, 'not bool'),
+], ids=['too-large', 'too-few', 'wraps', 'float', 'bool'])
+def test_one_integer_target_class_per_image_in_range(cnn, targets, error,
+                                                     message):
     a, X = cnn
-    for targets in ([0, 3, 1, 1], [0, 1]):
-        with pytest.raises(attr.AttributionError, match='in 0..2 per image'):
-            a.maps('gradient', X, targets)
+    with pytest.raises(error, match=message) as e:
+        a.maps('gradient', X, targets)
+    assert isinstance(e.value, ValueError)  # InputTypeError is both
+
+
+@pytest.mark.parametrize('keywords, error, message', [
+    (dict(ig_steps=2.5), TypeError, 'ig_steps must be a positive int, not '
+                                    'float 2.5'),
+    (dict(ig_steps=0), ValueError, 'ig_steps must be a positive int, not 0'),
+    (dict(batch_size=True), TypeError, 'batch_size must be a positive int, '
+                                       'not bool True'),
+    (dict(seed=-1), ValueError, r'seed must be an int in 0\.\.2\*\*32-1, '
+                                'not -1'),
+    (dict(seed=0.5), TypeError, 'seed must be an int'),
+], ids=['ig-steps-float', 'ig-steps-0', 'batch-size-bool', 'seed-negative',
+        'seed-float'])
+def test_bad_settings_are_refused_when_made(cnn, keywords, error, message):
+    with pytest.raises(error, match=message):
+        attr.Attribution(cnn[0].net, **keywords)
+
+
+def test_a_net_that_is_no_network_is_refused():
+    with pytest.raises(attr.AttributionError, match='net must be a dict of '
+                       'Lasagne layers with input, class_scores and prob'):
+        attr.Attribution({'input': None})
+
+
+def test_int64_images_are_refused_by_name(cnn):
+    a, X = cnn
+    with pytest.raises(attr.AttributionError, match='images must be uint8 '
+                       r'\(pixels 0-255\) or float .* not int64'):
+        a.maps('gradient', (X * 255).astype(np.int64), [0, 0, 0, 0])
