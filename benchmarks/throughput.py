@@ -133,15 +133,35 @@ def count_multiply_adds(net):
     return total, per_layer
 
 
+PATHS = ('winograd', 'direct')  # GCM_WINOGRAD=1 / 0 when compiling
+
+
+def _compile_path(path, net, model, x, profile):
+    """The training step exactly as training compiles it, and the inference
+    function, with Winograd's 3x3 convolutions on or off (the ops read
+    GCM_WINOGRAD when they are compiled)."""
+    import lasagne
+    import theano
+    from gcm_lasagne.train import compile_train, default_config
+    os.environ['GCM_WINOGRAD'] = '0' if path == 'direct' else '1'
+    t0 = time.time()
+    train_fn = compile_train(net, default_config(model=model), profile)[0]
+    compile_train_s = time.time() - t0
+    t0 = time.time()
+    infer_fn = theano.function([x], lasagne.layers.get_output(
+        net['prob'], deterministic=True), profile=profile)
+    return train_fn, infer_fn, compile_train_s, time.time() - t0
+
+
 def worker_model(args):
-    """Compile and time one model; with --compile-only just compile."""
+    """Compile and time one model on each of args.paths, their timed blocks
+    alternating (this machine's speed drifts); with --compile-only just
+    compile the first path."""
     config = _theano_setup()
     import numpy as np
-    import lasagne
     import theano
     import theano.tensor as T
     from gcm_lasagne.models import build_model
-    from gcm_lasagne.train import compile_train, default_config
     floatX = theano.config.floatX
     t_import = time.time() - T_START
 
@@ -150,65 +170,68 @@ def worker_model(args):
     net = build_model(args.model, num_classes=10, input_shape=shape,
                       input_var=x)
     profile = bool(args.profile)
-    t0 = time.time()
-    # the training step exactly as training compiles it
-    train_fn = compile_train(net, default_config(model=args.model),
-                             profile)[0]
-    compile_train_s = time.time() - t0
-
     rng = np.random.RandomState(0)
     X = rng.uniform(0, 1, (args.batch,) + shape).astype(floatX)
     Y = rng.randint(0, 10, args.batch).astype('int32')
+    paths = args.paths.split(',')
     if args.compile_only:
-        t0 = time.time()
-        theano.function([x], lasagne.layers.get_output(
-            net['prob'], deterministic=True))
+        _, _, compile_train_s, compile_infer_s = _compile_path(
+            paths[0], net, args.model, x, profile)
         print(json.dumps({'compile_train_s': compile_train_s,
-                          'compile_infer_s': time.time() - t0,
+                          'compile_infer_s': compile_infer_s,
                           'config': config}))
         return
-    train_fn(X, Y)
-    first_step = time.time() - T_START
+    fns, out = {}, {}
+    for path in paths:
+        train_fn, infer_fn, compile_train_s, compile_infer_s = _compile_path(
+            path, net, args.model, x, profile)
+        train_fn(X, Y)
+        fns[path] = (train_fn, infer_fn)
+        out[path] = {'compile_train_s': compile_train_s,
+                     'compile_infer_s': compile_infer_s,
+                     'first_step_s': time.time() - T_START,
+                     'train_img_s': [], 'infer_img_s': [],
+                     'train_graph': _graph_report(train_fn),
+                     'infer_graph': _graph_report(infer_fn)}
 
-    t0 = time.time()
-    infer_fn = theano.function([x], lasagne.layers.get_output(
-        net['prob'], deterministic=True), profile=profile)
-    compile_infer = time.time() - t0
-
-    def rate(step):
-        step()
-        step()  # warm-up: allocations, BLAS/OpenMP thread start
-        rates = []
-        for _ in range(args.repeats):
-            t0 = time.time()
-            for _ in range(args.batches):
-                step()
-            rates.append(args.batch * args.batches / (time.time() - t0))
-        return rates
+    def block(step):
+        t0 = time.time()
+        for _ in range(args.batches):
+            step()
+        return args.batch * args.batches / (time.time() - t0)
 
     load_before = loadavg()
-    train = rate(lambda: train_fn(X, Y))
-    infer = rate(lambda: infer_fn(X))
+    for kind, call in (('train', lambda f: f[0](X, Y)),
+                       ('infer', lambda f: f[1](X))):
+        for path in paths:  # warm-up: allocations, OpenMP thread start
+            call(fns[path])
+            call(fns[path])
+        for _ in range(args.repeats):
+            for path in paths:
+                out[path][kind + '_img_s'].append(
+                    block(lambda: call(fns[path])))
     mads, per_layer = count_multiply_adds(net)
-    result = {
-        'model': args.model, 'config': config, 'import_s': t_import,
-        'compile_train_s': compile_train_s, 'compile_infer_s': compile_infer,
-        'first_step_s': first_step, 'train_img_s': train,
-        'infer_img_s': infer, 'forward_multiply_adds': mads,
-        'multiply_adds_per_layer': per_layer,
-        'train_graph': _graph_report(train_fn),
-        'infer_graph': _graph_report(infer_fn),
-        'maxrss_mb': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        / 1024.,
-        'load_before': load_before, 'load_after': loadavg()}
-    if profile:
-        import io
-        for name, fn in (('train', train_fn), ('infer', infer_fn)):
-            buf = io.StringIO()
-            fn.profile.summary(file=buf, n_ops_to_print=25,
-                               n_apply_to_print=25)
-            result['profile_' + name] = buf.getvalue()
-    print(json.dumps(result))
+    maxrss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.
+    for path in paths:
+        out[path].update({
+            'model': args.model, 'path': path, 'config': config,
+            'import_s': t_import, 'forward_multiply_adds': mads,
+            'multiply_adds_per_layer': per_layer, 'maxrss_mb': maxrss,
+            'load_before': load_before, 'load_after': loadavg()})
+        if profile:
+            import io
+            for name, fn in zip(('train', 'infer'), fns[path]):
+                buf = io.StringIO()
+                fn.profile.summary(file=buf, n_ops_to_print=25,
+                                   n_apply_to_print=25)
+                out[path]['profile_' + name] = buf.getvalue()
+    # the first path's compile came first: the others reused its cache
+    first_step = out[paths[0]]['first_step_s']
+    for path in paths[1:]:
+        out[path]['first_step_s'] = None
+        out[path]['compile_train_s'] = out[path]['compile_infer_s'] = None
+    out[paths[0]]['first_step_s'] = first_step
+    print(json.dumps({'paths': out}))
 
 
 def worker_gemm(args):
@@ -284,7 +307,8 @@ def run_worker(kind, args, extra=(), env=None, echo=None):
            '--repeats', str(args.repeats), '--size', str(args.size),
            '--gemm-size', str(args.gemm_size),
            '--gemm-reps', str(args.gemm_reps),
-           '--data-images', str(args.data_images)] + list(extra)
+           '--data-images', str(args.data_images),
+           '--paths', ','.join(args.paths)] + list(extra)
     if echo:
         echo('  running: %s %s' % (kind, ' '.join(extra)))
     load = loadavg()
@@ -325,9 +349,12 @@ def measure(args, echo=print):
             # fill the default cache, so that the next run is "filled"
             run_worker('model', args, ['--model', model, '--compile-only'],
                        echo=echo)
-        entry.update(run_worker('model', args, ['--model', model] + (
+        by_path = run_worker('model', args, ['--model', model] + (
             ['--profile', '1'] if args.profile and model in args.profile else []),
-            echo=echo))
+            echo=echo)['paths']
+        for path in args.paths[1:]:  # their own columns, named by path
+            result['models']['%s, %s' % (model, path)] = by_path[path]
+        entry.update(by_path[args.paths[0]])
         if not args.quick:
             tmp = tempfile.mkdtemp(prefix='gcm-bench-cold-')
             try:
@@ -340,10 +367,19 @@ def measure(args, echo=print):
             entry['cold_compile_infer_s'] = cold['compile_infer_s']
             entry['cold_load_before'] = cold['load_before']
         result['models'][model] = entry
+    result['models'] = dict(sorted(result['models'].items(),
+                                   key=lambda item: _column(item[0], args)))
     result['data'] = run_worker('data', args, echo=echo)
     result['load_end'] = loadavg()
     summarise(result)
     return result
+
+
+def _column(name, args):
+    """Columns in the order of --models, each model's paths together."""
+    model, _, path = name.partition(', ')
+    return (args.models.index(model),
+            args.paths.index(path) if path else 0)
 
 
 def _cpu_name():
@@ -370,6 +406,14 @@ def summarise(result):
         entry['train_gflops'] = 3 * flop * entry['train_img_s_median'] / 1e9
         entry['infer_gflops'] = flop * entry['infer_img_s_median'] / 1e9
     models = result['models']
+    for name, entry in models.items():
+        direct = models.get(name + ', direct')
+        if direct:
+            for kind in ('train', 'infer'):
+                # the ratio of each alternating pair of blocks, median
+                entry[kind + '_x_direct'] = median([
+                    a / b for a, b in zip(entry[kind + '_img_s'],
+                                          direct[kind + '_img_s'])])
     if 'gcm' in models and 'cnn' in models:
         # time per image, GCM over CNN
         result['ratio'] = {
@@ -394,9 +438,7 @@ def _fmt(value, digits=0):
 
 def markdown(result):
     g = result['gemm']
-    order = [k for k in MODELS if k in result['models']]
-    m = {k: result['models'][k] for k in order + sorted(
-        set(result['models']) - set(order))}
+    m = result['models']
     cfg = g['config']
     lines = [
         '| | %s |' % ' | '.join(m),
@@ -410,8 +452,14 @@ def markdown(result):
 
     row('training, images/s (median)', 'train_img_s_median')
     row('inference, images/s (median)', 'infer_img_s_median')
-    row('training, achieved GFLOP/s', 'train_gflops', 1)
-    row('inference, achieved GFLOP/s', 'infer_gflops', 1)
+    row('training, x the direct path (alternating blocks)',
+        'train_x_direct', 2)
+    row('inference, x the direct path (alternating blocks)',
+        'infer_x_direct', 2)
+    row('training, effective GFLOP/s (direct arithmetic / time)',
+        'train_gflops', 1)
+    row('inference, effective GFLOP/s (direct arithmetic / time)',
+        'infer_gflops', 1)
     row('forward multiply-adds per image (M)', None, 1,
         lambda e: e['forward_multiply_adds'] / 1e6)
     row('compile training fn, filled cache (s)', 'compile_train_s', 1)
@@ -489,6 +537,11 @@ def parse(argv=None):
     p.add_argument('--size', type=int, default=32, help='image rows = cols')
     p.add_argument('--profile', default='', help='comma-separated models to '
                    'run with Theano profile=True (printed after the table)')
+    p.add_argument('--paths', default=','.join(PATHS),
+                   help='comma-separated, from %s: each model is compiled '
+                   'with Winograd on (GCM_WINOGRAD=1) and off, the first '
+                   'in the model\'s column, the others beside it, timed in '
+                   'alternating blocks' % ', '.join(PATHS))
     p.add_argument('--gemm-size', type=int, default=1024)
     p.add_argument('--gemm-reps', type=int, default=10)
     p.add_argument('--data-images', type=int, default=10000)
@@ -502,6 +555,9 @@ def parse(argv=None):
     if args.worker:
         args.profile = bool(args.profile)
         return args
+    args.paths = [s for s in args.paths.split(',') if s]
+    if not args.paths or set(args.paths) - set(PATHS):
+        p.error('--paths: comma-separated, from %s' % ', '.join(PATHS))
     args.models = [s for s in args.models.split(',') if s]
     args.profile = [s for s in args.profile.split(',') if s]
     if args.quick:
@@ -521,11 +577,10 @@ def main(argv=None):
     echo = (lambda s: print(s, file=sys.stderr))
     result = measure(args, echo)
     print(markdown(result))
-    for model in args.profile:
-        entry = result['models'].get(model, {})
+    for column, entry in result['models'].items():
         for name in ('train', 'infer'):
             if 'profile_' + name in entry:
-                print('\n## Theano profile: %s, %s\n' % (model, name))
+                print('\n## Theano profile: %s, %s\n' % (column, name))
                 print(entry['profile_' + name])
     if args.json:
         with open(args.json, 'w') as f:

@@ -38,15 +38,25 @@ from theano.scalar import int64
 from theano.tensor.nnet.corr import (CorrMM, CorrMM_gradInputs,
                                      CorrMM_gradWeights)
 
-_C_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'c_code',
-                       'fastconv.c')
+_C_FILES = [os.path.join(os.path.dirname(os.path.abspath(__file__)), 'c_code',
+                         name) for name in ('fastconv.c', 'winograd.c')]
 
 
 @functools.lru_cache(maxsize=None)
 def _c_source():
-    """The C file, read when an op is first compiled (not on import)."""
-    with open(_C_FILE) as f:
-        return f.read()
+    """The C files, read when an op is first compiled (not on import)."""
+    text = []
+    for path in _C_FILES:
+        with open(path) as f:
+            text.append(f.read())
+    return '\n'.join(text)
+
+
+def winograd_enabled():
+    """Winograd F(2x2, 3x3) for the stride-1 3x3 layers where it measured
+    faster (c_code/winograd.c), unless GCM_WINOGRAD=0 in the environment
+    when an op is compiled."""
+    return os.environ.get('GCM_WINOGRAD', '1').strip() != '0'
 
 # Macros put in front of the C source, e.g. {'FC_VL': 8} to build the
 # 8-float-vector code of an AVX2 machine on this one (tests/test_fastconv.py).
@@ -353,13 +363,14 @@ class _FastCorrBase(OpenMPOp):
         return out
 
     def c_support_code(self):
-        defines = dict(_C_DEFINES, **{self._op_define: 1})
+        defines = dict(_C_DEFINES, **{self._op_define: 1,
+                                      'FC_WINOGRAD': int(winograd_enabled())})
         return ''.join('#define %s %s\n' % item
                        for item in sorted(defines.items())) + _c_source()
 
     def c_code_cache_version(self):
-        return _version() + (bool(self.openmp),
-                           tuple(sorted(_C_DEFINES.items())))
+        return _version() + (bool(self.openmp), winograd_enabled(),
+                             tuple(sorted(_C_DEFINES.items())))
 
     @staticmethod
     def _size_code(name):

@@ -86,19 +86,28 @@ def test_quick_benchmark_runs_and_reports_every_row(tmp_path):
     assert child.returncode == 0, child.stderr[-3000:]
     table = child.stdout
     for row in ('training, images/s', 'inference, images/s',
-                'achieved GFLOP/s', 'filled cache', 'peak memory',
-                'GCM/CNN time ratio, training', 'GCM/CNN time ratio, '
-                'inference', 'data pipeline', 'float32 matmul'):
+                'x the direct path', 'effective GFLOP/s', 'filled cache',
+                'peak memory', 'GCM/CNN time ratio, training',
+                'GCM/CNN time ratio, inference', 'data pipeline',
+                'float32 matmul'):
         assert row in table, row
-    assert '| gcm | gcm-clip | cnn |' in table
+    # each model beside its direct path (Winograd off), timed alternately
+    assert ('| gcm | gcm, direct | gcm-clip | gcm-clip, direct | cnn | '
+            'cnn, direct |') in table
     result = json.loads(out.read_text())
-    assert set(result['models']) == {'gcm', 'gcm-clip', 'cnn'}
+    assert set(result['models']) == {'gcm', 'gcm, direct', 'gcm-clip',
+                                     'gcm-clip, direct', 'cnn', 'cnn, direct'}
     for model, entry in result['models'].items():
-        for key in ('train_img_s_median', 'infer_img_s_median',
-                    'train_gflops', 'infer_gflops', 'compile_train_s',
-                    'compile_infer_s', 'first_step_s', 'maxrss_mb',
-                    'forward_multiply_adds', 'load_before'):
+        keys = ['train_img_s_median', 'infer_img_s_median', 'train_gflops',
+                'infer_gflops', 'maxrss_mb', 'forward_multiply_adds',
+                'load_before']
+        if ', ' not in model:  # compiled first: its compile times
+            keys += ['compile_train_s', 'compile_infer_s', 'first_step_s',
+                     'train_x_direct', 'infer_x_direct']
+        for key in keys:
             assert entry[key] is not None, (model, key)
+        assert entry['path'] == ('direct' if ', ' in model else 'winograd')
+        assert len(entry['train_img_s']) == 2  # --quick: 2 repeats
         assert entry['train_img_s_median'] > 0
         assert entry['train_graph']['float64_variables'] == []
         assert entry['train_graph']['legacy_convop'] == 0

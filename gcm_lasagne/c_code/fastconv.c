@@ -295,12 +295,31 @@ static void fc_direct(const float* x, const int* off, int K, const float* wp,
 }
 #endif
 
+#ifndef FC_WINOGRAD
+# define FC_WINOGRAD 0
+#endif
+#if FC_WINOGRAD
+/* c_code/winograd.c, which comes after this file */
+static int fc_wino_applies(npy_intp C, npy_intp M, npy_intp kh, npy_intp kw,
+                           int sh, int sw, npy_intp Ho, npy_intp Wo);
+static int fc_wino_correlate(const float* X, const float* w, npy_intp sm,
+                             npy_intp sc, npy_intp si, npy_intp sj, float* Y,
+                             npy_intp B, npy_intp C, npy_intp H, npy_intp W,
+                             npy_intp M, npy_intp pt, npy_intp pl,
+                             npy_intp Ho, npy_intp Wo);
+static int fc_wino_gradweights(const float* X, const float* dY, float* dW,
+                               npy_intp B, npy_intp C, npy_intp H, npy_intp W,
+                               npy_intp M, npy_intp pt, npy_intp pl,
+                               npy_intp Ho, npy_intp Wo);
+#endif
+
 #ifdef FC_OP_FORWARD
 /* Y (B, M, Ho, Wo) = correlation of X (B, C, H, W) with Wt (M, C, kh, kw). */
-static int fc_forward(const float* X, const float* Wt, float* Y, npy_intp B,
-                      npy_intp C, npy_intp H, npy_intp W, npy_intp M,
-                      npy_intp kh, npy_intp kw, int sh, int sw, npy_intp pt,
-                      npy_intp pl, npy_intp Ho, npy_intp Wo)
+static int fc_forward_direct(const float* X, const float* Wt, float* Y,
+                             npy_intp B, npy_intp C, npy_intp H, npy_intp W,
+                             npy_intp M, npy_intp kh, npy_intp kw, int sh,
+                             int sw, npy_intp pt, npy_intp pl, npy_intp Ho,
+                             npy_intp Wo)
 {
     fc_fwd_table_fill<FC_MR>::fill(fc_fwd_table);
     const npy_intp Hq = Ho + (kh - 1) / sh, Wq = Wo + (kw - 1) / sw;
@@ -350,15 +369,30 @@ static int fc_forward(const float* X, const float* Wt, float* Y, npy_intp B,
     fc_free(wp);
     return failed ? -1 : 0;
 }
+
+static int fc_forward(const float* X, const float* Wt, float* Y, npy_intp B,
+                      npy_intp C, npy_intp H, npy_intp W, npy_intp M,
+                      npy_intp kh, npy_intp kw, int sh, int sw, npy_intp pt,
+                      npy_intp pl, npy_intp Ho, npy_intp Wo)
+{
+#if FC_WINOGRAD
+    if (fc_wino_applies(C, M, kh, kw, sh, sw, Ho, Wo))
+        return fc_wino_correlate(X, Wt, C * 9, 9, 3, 1, Y, B, C, H, W, M,
+                                 pt, pl, Ho, Wo);
+#endif
+    return fc_forward_direct(X, Wt, Y, B, C, H, W, M, kh, kw, sh, sw, pt, pl,
+                             Ho, Wo);
+}
 #endif
 
 #ifdef FC_OP_GRADINPUTS
 /* dX (B, C, H, W) = gradient of the correlation wrt its input, given
    Wt (M, C, kh, kw) and dY (B, M, Ho, Wo). */
-static int fc_gradinputs(const float* Wt, const float* dY, float* dX,
-                         npy_intp B, npy_intp C, npy_intp H, npy_intp W,
-                         npy_intp M, npy_intp kh, npy_intp kw, int sh, int sw,
-                         npy_intp pt, npy_intp pl, npy_intp Ho, npy_intp Wo)
+static int fc_gradinputs_direct(const float* Wt, const float* dY,
+                                float* dX, npy_intp B, npy_intp C, npy_intp H,
+                                npy_intp W, npy_intp M, npy_intp kh,
+                                npy_intp kw, int sh, int sw, npy_intp pt,
+                                npy_intp pl, npy_intp Ho, npy_intp Wo)
 {
     fc_fwd_table_fill<FC_MR>::fill(fc_fwd_table);
     /* dX[c][y][x] gets
@@ -485,6 +519,22 @@ static int fc_gradinputs(const float* Wt, const float* dY, float* dX,
     fc_free(wp);
     free(kstart);
     return failed ? -1 : 0;
+}
+
+static int fc_gradinputs(const float* Wt, const float* dY, float* dX,
+                         npy_intp B, npy_intp C, npy_intp H, npy_intp W,
+                         npy_intp M, npy_intp kh, npy_intp kw, int sh, int sw,
+                         npy_intp pt, npy_intp pl, npy_intp Ho, npy_intp Wo)
+{
+#if FC_WINOGRAD
+    /* the stride-1 correlation of dY, padded by 2 - pt and 2 - pl, with
+       the flipped filters, input and output channels swapped */
+    if (fc_wino_applies(M, C, kh, kw, sh, sw, H, W) && pt <= 2 && pl <= 2)
+        return fc_wino_correlate(dY, Wt + 8, 9, C * 9, -3, -1, dX, B, M, Ho,
+                                 Wo, C, 2 - pt, 2 - pl, H, W);
+#endif
+    return fc_gradinputs_direct(Wt, dY, dX, B, C, H, W, M, kh, kw, sh, sw,
+                                pt, pl, Ho, Wo);
 }
 #endif
 
@@ -790,10 +840,12 @@ static int fc_gradweights_pixels(
 
 /* dW (M, C, kh, kw) = gradient of the correlation wrt the filters, given
    X (B, C, H, W) and dY (B, M, Ho, Wo). */
-static int fc_gradweights(const float* X, const float* dY, float* dW,
-                          npy_intp B, npy_intp C, npy_intp H, npy_intp W,
-                          npy_intp M, npy_intp kh, npy_intp kw, int sh, int sw,
-                          npy_intp pt, npy_intp pl, npy_intp Ho, npy_intp Wo)
+static int fc_gradweights_direct(const float* X, const float* dY,
+                                 float* dW, npy_intp B, npy_intp C,
+                                 npy_intp H, npy_intp W, npy_intp M,
+                                 npy_intp kh, npy_intp kw, int sh, int sw,
+                                 npy_intp pt, npy_intp pl, npy_intp Ho,
+                                 npy_intp Wo)
 {
     const npy_intp Hq = Ho + (kh - 1) / sh, Wq = Wo + (kw - 1) / sw;
     const npy_intp plane_len = C * sh * sw * Hq * Wq + Wq + 2 * FC_VL;
@@ -875,5 +927,18 @@ static int fc_gradweights(const float* X, const float* dY, float* dW,
     free(off);
     fc_free(acc);
     return failed ? -1 : 0;
+}
+
+static int fc_gradweights(const float* X, const float* dY, float* dW,
+                          npy_intp B, npy_intp C, npy_intp H, npy_intp W,
+                          npy_intp M, npy_intp kh, npy_intp kw, int sh, int sw,
+                          npy_intp pt, npy_intp pl, npy_intp Ho, npy_intp Wo)
+{
+#if FC_WINOGRAD
+    if (fc_wino_applies(C, M, kh, kw, sh, sw, Ho, Wo))
+        return fc_wino_gradweights(X, dY, dW, B, C, H, W, M, pt, pl, Ho, Wo);
+#endif
+    return fc_gradweights_direct(X, dY, dW, B, C, H, W, M, kh, kw, sh, sw,
+                                 pt, pl, Ho, Wo);
 }
 #endif
