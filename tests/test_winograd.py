@@ -1,8 +1,9 @@
-"""Winograd's F(2x2, 3x3) in the fastconv ops (c_code/winograd.c): for every
-stride-1 3x3 layer shape of GCM, the CNN and ResNet-20, and for odd shapes
-with the thresholds lowered, the forward pass, the input gradient and the
-weight gradient equal the direct convolution's within 1e-5 of the output's
-scale, and differ from it in the last bits (so Winograd really ran)."""
+"""Winograd's F(2x2, 3x3), F(4x4, 3x3) and F(2x2, 5x5) in the fastconv ops
+(c_code/winograd.c): for every stride-1 3x3 and 5x5 layer shape of GCM,
+the CNN and ResNet-20, and for odd shapes with the thresholds lowered, the
+forward pass, the input gradient and the weight gradient equal the direct
+convolution's within 1e-5 of the output's scale, and differ from it in the
+last bits (so Winograd really ran)."""
 import numpy as np
 import pytest
 
@@ -66,21 +67,29 @@ def compare(ishape, kshape, border_mode, monkeypatch, defines=None, seed=0):
     return got
 
 
-# (channels in, channels out, image side): the 3x3 stride-1 layers of GCM
-# and ResNet-20 (16, 32, 64 channels) and of the CNN (x1.16: 18, 37, 74).
-LAYERS = [(16, 16, 32), (32, 32, 16), (64, 64, 8), (18, 18, 32),
-          (37, 37, 16), (74, 74, 8), (16, 32, 16), (32, 16, 32)]
+# (channels in, channels out, image side, filter side): the stride-1
+# layers of GCM and ResNet-20 (16, 32, 64 channels; GCM's layer 15, 5x5
+# from 16 to 10 class maps) and of the CNN (x1.16: 18, 37, 74).
+LAYERS = [(16, 16, 32, 3), (32, 32, 16, 3), (64, 64, 8, 3), (18, 18, 32, 3),
+          (37, 37, 16, 3), (74, 74, 8, 3), (16, 32, 16, 3), (32, 16, 32, 3),
+          (16, 10, 32, 5)]
 
 
-@pytest.mark.parametrize('c,m,side', LAYERS)
-def test_layer_shapes_match_the_direct_convolution(c, m, side, monkeypatch):
-    compare((2, c, side, side), (m, c, 3, 3), 'half', monkeypatch, seed=c + m)
+@pytest.mark.parametrize('c,m,side,k', LAYERS)
+def test_layer_shapes_match_the_direct_convolution(c, m, side, k,
+                                                   monkeypatch):
+    compare((2, c, side, side), (m, c, k, k), 'half', monkeypatch,
+            seed=c + m)
 
 
-# Odd shapes, with the thresholds lowered so that Winograd takes them:
-# 5x7 and 1-row images (a tile half outside), 1 and 3 channels, batch 1,
-# every border mode and uneven paddings.
-FORCE = {'FC_WINO_MIN_CHANNELS': 1, 'FC_WINO_MIN_SIZE': 1}
+# Odd shapes, with the thresholds lowered so that Winograd takes them, in
+# 2x2 tiles or in 4x4 ones (FC_WINO4_MIN_SIZE: outputs at least that wide
+# take 4x4 tiles, 0 never): 5x7 and 1-row images (tiles partly outside),
+# 1 and 3 channels, batch 1, every border mode and uneven paddings.
+FORCE = {'FC_WINO_MIN_CHANNELS': 1, 'FC_WINO5_MIN_CHANNELS': 1,
+         'FC_WINO_MIN_SIZE': 1}
+TILES = {2: dict(FORCE, FC_WINO4_MIN_SIZE=0),
+         4: dict(FORCE, FC_WINO4_MIN_SIZE=1)}
 ODD = [
     ((1, 3, 5, 7), (4, 3, 3, 3), 'half'),
     ((2, 1, 7, 5), (1, 1, 3, 3), 'half'),
@@ -89,23 +98,28 @@ ODD = [
     ((2, 3, 5, 6), (7, 3, 3, 3), 'full'),
     ((2, 3, 7, 8), (4, 3, 3, 3), ((0, 2), (1, 0))),
     ((1, 5, 11, 10), (17, 5, 3, 3), (2, 1)),
+    ((2, 3, 7, 9), (4, 3, 5, 5), 'half'),
+    ((1, 2, 6, 5), (3, 2, 5, 5), 'full'),
+    ((2, 3, 9, 8), (5, 3, 5, 5), ((0, 4), (3, 1))),
 ]
 
 
+@pytest.mark.parametrize('tile', [2, 4])
 @pytest.mark.parametrize('ishape,kshape,border_mode', ODD)
 def test_odd_shapes_match_the_direct_convolution(ishape, kshape, border_mode,
-                                                 monkeypatch):
-    compare(ishape, kshape, border_mode, monkeypatch, FORCE,
+                                                 tile, monkeypatch):
+    compare(ishape, kshape, border_mode, monkeypatch, TILES[tile],
             seed=sum(ishape))
 
 
+@pytest.mark.parametrize('tile', [2, 4])
 @pytest.mark.parametrize('vl', [4, 8, 16])
-def test_every_vector_width(vl, monkeypatch):
+def test_every_vector_width(vl, tile, monkeypatch):
     """The code of SSE, AVX2 and AVX-512 machines (4, 8, 16 floats a
     vector; GCC emulates the wider ones here), on a layer whose rows of
     tiles are longer than a vector and on one whose rows are shorter."""
-    defines = dict(FORCE, FC_VL=vl)
-    compare((2, 16, 32, 32), (16, 16, 3, 3), 'half', monkeypatch, defines)
+    defines = dict(TILES[tile], FC_VL=vl)
+    compare((2, 16, 64, 64), (16, 16, 3, 3), 'half', monkeypatch, defines)
     compare((3, 12, 6, 10), (13, 12, 3, 3), 'half', monkeypatch, defines)
 
 

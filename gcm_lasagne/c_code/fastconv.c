@@ -172,6 +172,24 @@ static inline FC_NO_LIBCALLS void fc_gather_row(
             fc_store(d + q, __builtin_shuffle(fc_load(s + 2 * q),
                                               fc_load(s + 2 * q + FC_VL), even.v));
     }
+    else if (stride == 4) {  /* Winograd's 4x4 tiles: column phases */
+        typedef int fc_iv __attribute__((vector_size(FC_VL * 4)));
+        union { fc_iv v; int i[FC_VL]; } every4, halves;
+        /* lanes 0, 4, 8, ... of two vectors in the first half, then the
+           first halves of two such vectors side by side */
+        for (int l = 0; l < FC_VL; l++) {
+            every4.i[l] = l < FC_VL / 2 ? 4 * l : 0;
+            halves.i[l] = l < FC_VL / 2 ? l : FC_VL + l - FC_VL / 2;
+        }
+        for (; q + FC_VL <= n && s + 4 * (q + FC_VL) <= end; q += FC_VL) {
+            const float* p = s + 4 * q;
+            fc_v a = __builtin_shuffle(fc_load(p), fc_load(p + FC_VL),
+                                       every4.v);
+            fc_v b = __builtin_shuffle(fc_load(p + 2 * FC_VL),
+                                       fc_load(p + 3 * FC_VL), every4.v);
+            fc_store(d + q, __builtin_shuffle(a, b, halves.v));
+        }
+    }
 #endif
     for (; q < n; q++)
         d[q] = s[q * stride];
@@ -299,18 +317,20 @@ static void fc_direct(const float* x, const int* off, int K, const float* wp,
 # define FC_WINOGRAD 0
 #endif
 #if FC_WINOGRAD
-/* c_code/winograd.c, which comes after this file */
+/* c_code/winograd.c, which comes after this file: fc_wino_applies gives
+   the tile size N for a layer, 0 where the direct code runs */
 static int fc_wino_applies(npy_intp C, npy_intp M, npy_intp kh, npy_intp kw,
                            int sh, int sw, npy_intp Ho, npy_intp Wo);
-static int fc_wino_correlate(const float* X, const float* w, npy_intp sm,
-                             npy_intp sc, npy_intp si, npy_intp sj, float* Y,
-                             npy_intp B, npy_intp C, npy_intp H, npy_intp W,
-                             npy_intp M, npy_intp pt, npy_intp pl,
-                             npy_intp Ho, npy_intp Wo);
-static int fc_wino_gradweights(const float* X, const float* dY, float* dW,
-                               npy_intp B, npy_intp C, npy_intp H, npy_intp W,
-                               npy_intp M, npy_intp pt, npy_intp pl,
-                               npy_intp Ho, npy_intp Wo);
+static int fc_wino_correlate(int N, int K, const float* X, const float* w,
+                             npy_intp sm, npy_intp sc, npy_intp si,
+                             npy_intp sj, float* Y, npy_intp B, npy_intp C,
+                             npy_intp H, npy_intp W, npy_intp M, npy_intp pt,
+                             npy_intp pl, npy_intp Ho, npy_intp Wo);
+static int fc_wino_gradweights(int N, int K, const float* X,
+                               const float* dY, float* dW, npy_intp B,
+                               npy_intp C, npy_intp H, npy_intp W, npy_intp M,
+                               npy_intp pt, npy_intp pl, npy_intp Ho,
+                               npy_intp Wo);
 #endif
 
 #ifdef FC_OP_FORWARD
@@ -376,9 +396,10 @@ static int fc_forward(const float* X, const float* Wt, float* Y, npy_intp B,
                       npy_intp pl, npy_intp Ho, npy_intp Wo)
 {
 #if FC_WINOGRAD
-    if (fc_wino_applies(C, M, kh, kw, sh, sw, Ho, Wo))
-        return fc_wino_correlate(X, Wt, C * 9, 9, 3, 1, Y, B, C, H, W, M,
-                                 pt, pl, Ho, Wo);
+    const int N = fc_wino_applies(C, M, kh, kw, sh, sw, Ho, Wo);
+    if (N)
+        return fc_wino_correlate(N, (int)kh, X, Wt, C * kh * kw, kh * kw, kw,
+                                 1, Y, B, C, H, W, M, pt, pl, Ho, Wo);
 #endif
     return fc_forward_direct(X, Wt, Y, B, C, H, W, M, kh, kw, sh, sw, pt, pl,
                              Ho, Wo);
@@ -527,11 +548,14 @@ static int fc_gradinputs(const float* Wt, const float* dY, float* dX,
                          npy_intp pt, npy_intp pl, npy_intp Ho, npy_intp Wo)
 {
 #if FC_WINOGRAD
-    /* the stride-1 correlation of dY, padded by 2 - pt and 2 - pl, with
-       the flipped filters, input and output channels swapped */
-    if (fc_wino_applies(M, C, kh, kw, sh, sw, H, W) && pt <= 2 && pl <= 2)
-        return fc_wino_correlate(dY, Wt + 8, 9, C * 9, -3, -1, dX, B, M, Ho,
-                                 Wo, C, 2 - pt, 2 - pl, H, W);
+    /* the stride-1 correlation of dY, padded by kh - 1 - pt and
+       kw - 1 - pl, with the flipped filters, input and output channels
+       swapped */
+    const int N = fc_wino_applies(M, C, kh, kw, sh, sw, H, W);
+    if (N && pt <= kh - 1 && pl <= kw - 1)
+        return fc_wino_correlate(N, (int)kh, dY, Wt + kh * kw - 1, kh * kw,
+                                 C * kh * kw, -kw, -1, dX, B, M, Ho, Wo, C,
+                                 kh - 1 - pt, kw - 1 - pl, H, W);
 #endif
     return fc_gradinputs_direct(Wt, dY, dX, B, C, H, W, M, kh, kw, sh, sw,
                                 pt, pl, Ho, Wo);
@@ -935,8 +959,10 @@ static int fc_gradweights(const float* X, const float* dY, float* dW,
                           npy_intp pt, npy_intp pl, npy_intp Ho, npy_intp Wo)
 {
 #if FC_WINOGRAD
-    if (fc_wino_applies(C, M, kh, kw, sh, sw, Ho, Wo))
-        return fc_wino_gradweights(X, dY, dW, B, C, H, W, M, pt, pl, Ho, Wo);
+    const int N = fc_wino_applies(C, M, kh, kw, sh, sw, Ho, Wo);
+    if (N)
+        return fc_wino_gradweights(N, (int)kh, X, dY, dW, B, C, H, W, M, pt,
+                                   pl, Ho, Wo);
 #endif
     return fc_gradweights_direct(X, dY, dW, B, C, H, W, M, kh, kw, sh, sw,
                                  pt, pl, Ho, Wo);
