@@ -137,3 +137,25 @@ def test_multiply_add_count_of_table1():
     assert per_layer['class_contribution_map'] == 10 * 3 * 32 * 32
     assert total == sum(per_layer.values())
 
+
+
+def test_winograd_layer_benchmark_finds_every_winograd_layer():
+    """benchmarks/winograd_layers.py measures the stride-1 3x3 and 5x5
+    layers of the models (its timing runs by hand, not here)."""
+    sys.path.insert(0, os.path.join(ROOT, 'benchmarks'))
+    try:
+        import winograd_layers
+    finally:
+        sys.path.pop(0)
+    shapes = dict(winograd_layers.layer_shapes(['gcm', 'cnn'], 32))
+    assert shapes[(3, 16, 32, 3)] == ['gcm', 'cnn']  # layer 1 of both
+    assert shapes[(16, 16, 32, 3)] == ['gcm']
+    assert shapes[(18, 18, 32, 3)] == ['cnn']  # x1.16
+    assert shapes[(64, 64, 8, 3)] == ['gcm']
+    assert shapes[(16, 10, 32, 5)] == ['gcm']  # layer 15
+    assert (16, 32, 32, 3) not in shapes  # layer 5, stride 2: not here
+    row = ((16, 10, 32, 5), ['gcm'], 'forward',
+           {'direct': 2.0, 'F2': 1.0, 'F4': 9.0}, 'F2')
+    table = winograd_layers.markdown([row], winograd_layers.parse([]))
+    assert '| 16, 10, 32x32, 5x5 | gcm | forward | 2.00 | 1.00 (2.00x) | - ' \
+           '| F2 |' in table
