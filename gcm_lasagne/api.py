@@ -17,7 +17,7 @@ ValueError, or a TypeError for a wrong type, naming it and what it must be.
 Results come out as float32 numpy arrays, computed batch by batch by
 Theano functions (one for the scores, one for the maps too) compiled at
 first use and then reused, in inference mode (batch norm with its running
-averages). A model without CCMs (the CNN baseline, resnet20) is explained
+averages, folded into the convolutions: inference.py). A model without CCMs (the CNN baseline, resnet20) is explained
 by its Class Activation Maps (Zhou et al.; Grad-CAM on request), drawn by
 gcm_lasagne/attribution.py, the module the faithfulness figures use. The
 command line's `explain`, `figures`, `compare`, `demo` and `evaluate` go
@@ -27,10 +27,9 @@ import collections
 import os
 
 import numpy as np
-import lasagne
 import theano
 
-from . import arguments, attribution, batches, checkpoint
+from . import arguments, attribution, batches, checkpoint, inference
 from .errors import InputError, InputTypeError
 
 # what Model.explain returns and `explain` saves per image
@@ -263,8 +262,7 @@ class Model(object):
         does not draw the 5-D CCMs) and one for everything."""
         keys = SCORE_KEYS if set(wanted) <= set(SCORE_KEYS) else MAP_KEYS
         if keys not in self._fns:
-            outputs = lasagne.layers.get_output([self.net[k] for k in keys],
-                                                deterministic=True)
+            outputs = inference.get_output([self.net[k] for k in keys])
             self._fns[keys] = theano.function(
                 [self.net['input'].input_var], outputs)
         return keys, self._fns[keys]

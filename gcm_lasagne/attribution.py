@@ -138,30 +138,28 @@ class Attribution(object):
         return self._fns[key]
 
     def _compile(self, key):
-        import lasagne
         import theano
         import theano.tensor as T
+        # the inference graph, each BN folded into its convolution; it
+        # reads the shared variables, so maps follow set_value
+        from .inference import get_output
         net, X = self.net, self.net['input'].input_var
         target = T.ivector('target')
         if key == 'scores':
-            outs = lasagne.layers.get_output(
-                [net['class_scores'], net['prob']], deterministic=True)
+            outs = get_output([net['class_scores'], net['prob']])
             return theano.function([X], outs)
         if key == 'cwm':
-            return theano.function([X, target], lasagne.layers.get_output(
-                net['class_weight_map'], deterministic=True)[
-                    T.arange(X.shape[0]), target])
+            return theano.function([X, target], get_output(
+                net['class_weight_map'])[T.arange(X.shape[0]), target])
         if key == 'gradient':
-            scores = lasagne.layers.get_output(net['class_scores'],
-                                               deterministic=True)
+            scores = get_output(net['class_scores'])
             chosen = scores[T.arange(X.shape[0]), target]
             return theano.function([X, target],
                                    [chosen, T.grad(chosen.sum(), X)])
         if key == 'features':
             # the last convolution's output, which the pooling averages
-            feats, scores = lasagne.layers.get_output(
-                [net['pool'].input_layer, net['class_scores']],
-                deterministic=True)
+            feats, scores = get_output([net['pool'].input_layer,
+                                        net['class_scores']])
             chosen = scores[T.arange(X.shape[0]), target]
             return theano.function([X, target],
                                    [feats, T.grad(chosen.sum(), feats)])

@@ -18,6 +18,12 @@ Sums are taken in float32 within a row of the image and in float64 across
 rows, so results equal the plain expression up to float32 rounding
 (tests/test_fastbn.py). `BatchNormLayer` uses them on the CPU only; on a GPU
 the plain expression stays, for Theano's GPU kernels.
+
+`BiasAdd` is what is left of an inference-mode BN once it is folded into
+the convolution before it (inference.py): a per-channel bias and the ReLU,
+in one pass. Theano's own fused elementwise op for the same `relu(x + b)`
+measured 7-9x slower (1.5 against 0.2 ms on 128x16x32x32, 2 threads): its
+loop does not vectorise over a broadcast bias.
 """
 import zlib
 
@@ -202,9 +208,25 @@ _GRAD = """
         }
 """
 
+# y = x + bias, per channel, and the ReLU where asked for.
+_BIAS = """
+        #pragma omp parallel for schedule(static)
+        for (npy_intp nc = 0; nc < N * C; nc++) {
+            float b = bias[nc % C];
+            const float* xr = x + nc * S;
+            float* yr = y + nc * S;
+            #pragma omp simd
+            for (npy_intp i = 0; i < S; i++) {
+                float v = xr[i] + b;
+                yr[i] = RELU ? (v > 0 ? v : 0) : v;
+            }
+        }
+"""
+
 # Theano reuses a compiled op by its version alone: derive it from the code.
 _VERSION = (2, zlib.crc32(
-    (_SUPPORT + _FRAME + _NORMALIZE + _TRAIN + _INFER + _GRAD).encode()))
+    (_SUPPORT + _FRAME + _NORMALIZE + _TRAIN + _INFER + _GRAD
+     + _BIAS).encode()))
 
 _B = (slice(None), None, None)  # a channel vector against (N, C, R, C)
 
@@ -351,6 +373,36 @@ class BatchNormInfer(_BatchNormOp):
         return theano.grad(None, inputs, known_grads={y: output_grads[0]})
 
 
+class BiasAdd(_BatchNormOp):
+    """(x, bias) -> x + bias over the channels (axis 1) of a 4-d float32
+    x, and the ReLU if relu=True."""
+    c_inputs = ('x', 'bias')
+    c_outputs = ('y',)
+    c_body = _BIAS
+
+    def perform(self, node, inputs, outputs):
+        x, bias = inputs
+        y = x + bias[_B]
+        outputs[0][0] = (np.maximum(y, 0) if self.relu else y).astype(
+            'float32')
+
+    def grad(self, inputs, output_grads):
+        # for gradient attributions on the inference graph
+        x, bias = inputs
+        y = x + bias.dimshuffle('x', 0, 'x', 'x')
+        if self.relu:
+            y = T.nnet.relu(y)
+        return theano.grad(None, inputs, known_grads={y: output_grads[0]})
+
+
+def bias_add(x, bias):
+    """x + bias over axis 1, as BiasAdd where it applies (a CPU, 4-d
+    float32 x), else as the plain expression."""
+    if available() and x.type == T.ftensor4:
+        return BiasAdd()(x, bias)
+    return x + bias.dimshuffle(('x', 0) + ('x',) * (x.ndim - 2))
+
+
 def batch_norm_train(x, gamma, beta, epsilon):
     """y, batch mean and batch inv_std of a training-mode BN over axes
     (0, 2, 3) of x."""
@@ -362,8 +414,8 @@ def batch_norm_infer(x, mean, inv_std, gamma, beta):
 
 
 def with_rectify(y):
-    """rectify(y) as one op with the BN that made y, or None if y is not
-    the output of a ReLU-less BN op. The BN layer may leave a `rebind`
+    """rectify(y) as one op with the BN (or BiasAdd) that made y, or None
+    if y is not the output of a ReLU-less op of this module. The BN layer may leave a `rebind`
     callback on y's tag: it is told the new op's statistics, so that the
     running averages follow the op that stays in the graph."""
     node = y.owner

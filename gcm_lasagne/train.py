@@ -20,8 +20,8 @@ import theano
 import theano.tensor as T
 from PIL import Image
 
-from . import (atomic, batches, checkpoint, cifar10, images, options, paper,
-               resnet, runfolder, stopping)
+from . import (atomic, batches, checkpoint, cifar10, images, inference,
+               options, paper, resnet, runfolder, stopping)
 from .errors import DataError, TrainingError
 from .models import build_model
 
@@ -173,18 +173,18 @@ def load_test_data(meta, override=None):
     return X, y
 
 
-def _loss_and_prediction(net, y, deterministic):
-    prob = lasagne.layers.get_output(net['prob'], deterministic=deterministic)
+def _loss_and_prediction(prob, y):
     loss = lasagne.objectives.categorical_crossentropy(prob, y)
     return loss, T.argmax(prob, axis=1)
 
 
 def compile_eval(net):
     """Per-image loss and predicted class; deterministic, so BN uses its
-    running averages."""
+    running averages, folded into the convolutions (inference.py: the
+    function follows the parameters as training moves them)."""
     y = T.ivector('y')
-    return theano.function([net['input'].input_var, y],
-                           _loss_and_prediction(net, y, True))
+    return theano.function([net['input'].input_var, y], _loss_and_prediction(
+        inference.get_output(net['prob']), y))
 
 
 def compile_train(net, config, profile=False):
@@ -194,7 +194,8 @@ def compile_train(net, config, profile=False):
     buffers); profile=True turns on Theano's profiler."""
     y = T.ivector('y')
     lr = theano.shared(np.asarray(config['learning_rate'], floatX), 'lr')
-    loss, prediction = _loss_and_prediction(net, y, False)
+    loss, prediction = _loss_and_prediction(
+        lasagne.layers.get_output(net['prob'], deterministic=False), y)
     objective = loss.mean()
     if config['weight_decay']:
         objective += config['weight_decay'] * lasagne.regularization.\

@@ -105,6 +105,33 @@ def test_inference_op_equals_plain_expression(relu):
                      ['y', 'dx', 'dmean', 'dinv_std', 'dgamma', 'dbeta'])
 
 
+@pytest.mark.parametrize('relu', [False, True])
+@pytest.mark.parametrize('shape', [(3, 4, 5, 6), (2, 5, 1, 1)])
+def test_bias_op_equals_plain_expression(shape, relu):
+    """BiasAdd, a BN folded into its convolution (inference.py): values,
+    gradients, the ReLU taken in by with_rectify, and its Python code."""
+    x, (_, _, _, bias), weights = data(shape, 4)
+    xv, bv = T.ftensor4('x'), T.fvector('bias')
+
+    def compiled(y, mode=None):
+        cost = (y * weights).sum()
+        return theano.function([xv, bv], [y] + T.grad(cost, [xv, bv]),
+                               mode=mode)
+    fused = fastbn.bias_add(xv, bv)
+    if relu:
+        fused = fastbn.with_rectify(fused)
+    plain = xv + bv.dimshuffle(P)
+    plain = T.nnet.relu(plain) if relu else plain
+    fast = compiled(fused)
+    assert [(type(op), op.relu) for op in op_types(fast)] == [
+        (fastbn.BiasAdd, relu)]
+    expected = compiled(plain)(x, bias)
+    names = ['y', 'dx', 'dbias']
+    assert_all_close(fast(x, bias), expected, names)
+    python = theano.compile.Mode(linker='py')
+    assert_all_close(compiled(fused, python)(x, bias), expected, names)
+
+
 def test_python_implementations_equal_c():
     x, vectors, weights = data((3, 4, 5, 6), 1)
     python = theano.compile.Mode(linker='py')
