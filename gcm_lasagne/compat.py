@@ -98,9 +98,15 @@ def keep_freed_memory():
     instead of returning them to the kernel. A Theano step allocates and
     frees its activations (8 MB each for GCM at batch 128) every call; by
     default each is a fresh mmap whose pages fault in again on first touch.
-    Measured +25-60% training speed (docs/performance.md). Skipped where
-    the user configured malloc, or where there is no glibc mallopt."""
-    if any(name in os.environ for name in _MALLOC_ENV):
+    Measured +25-60% training speed (docs/performance.md). Without it the
+    speed even has two levels: glibc's threshold for mmap rises by itself
+    after a large free, or not (GCM inference: 2,000 page faults a batch
+    in some processes, none in others; benchmarks/inference_levels.py).
+    Skipped where the user configured malloc (GLIBC_TUNABLES only if it
+    sets a glibc.malloc tunable: it is set for other reasons too), or
+    where there is no glibc mallopt."""
+    if any(name in os.environ for name in _MALLOC_ENV[:2]) or \
+            'glibc.malloc.' in os.environ.get('GLIBC_TUNABLES', ''):
         return False
     try:
         mallopt = ctypes.CDLL(None).mallopt

@@ -185,3 +185,7 @@ def test_malloc_keeps_freed_memory_unless_the_user_configured_it():
             capture_output=True, text=True, check=True).stdout.strip()
     assert tuned({}) == 'True'  # this machine has glibc
     assert tuned({'MALLOC_TRIM_THRESHOLD_': '0'}) == 'False'
+    assert tuned({'GLIBC_TUNABLES': 'glibc.malloc.trim_threshold=0'}) == \
+        'False'
+    # tunables of anything but malloc leave it to us
+    assert tuned({'GLIBC_TUNABLES': 'glibc.pthread.rseq=0'}) == 'True'
