@@ -27,7 +27,6 @@ import argparse
 import datetime
 import json
 import os
-import platform
 import statistics
 import sys
 import time
@@ -44,26 +43,9 @@ import theano.tensor as T  # noqa: E402
 
 from gcm_lasagne import fastbn, inference  # noqa: E402
 from gcm_lasagne.models import build_model  # noqa: E402
+from machine import cpu_name  # noqa: E402
 
 VARIANTS = ('unfolded', 'folded', 'folded, Theano elemwise', 'convs only')
-
-
-def cpu_name():
-    """'model name (family F, model M; AVX-512|AVX2)' from /proc/cpuinfo."""
-    info = {}
-    try:
-        with open('/proc/cpuinfo') as f:
-            for line in f:
-                key, _, value = line.partition(':')
-                info.setdefault(key.strip(), value.strip())
-    except OSError:
-        return platform.processor() or 'unknown'
-    flags = info.get('flags', '').split()
-    vector = ('AVX-512' if 'avx512f' in flags else
-              'AVX2' if 'avx2' in flags else 'no AVX2')
-    return '%s (family %s, model %s; %s), %d cores' % (
-        info.get('model name', '?'), info.get('cpu family', '?'),
-        info.get('model', '?'), vector, os.cpu_count())
 
 
 def _outputs(net, variant):

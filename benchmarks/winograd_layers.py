@@ -32,6 +32,7 @@ import theano.tensor as T  # noqa: E402
 
 from gcm_lasagne import fastconv  # noqa: E402
 from gcm_lasagne.models import build_model  # noqa: E402
+from machine import cpu_name  # noqa: E402
 
 FORCE = {'FC_WINO_MIN_CHANNELS': 1, 'FC_WINO5_MIN_CHANNELS': 1,
          'FC_WINO_MIN_SIZE': 1}
@@ -140,25 +141,8 @@ def markdown(rows, args):
     lines.append('')
     lines.append('batch %d, median of %d blocks of %d calls, variants '
                  'alternating; %s' % (args.batch, args.repeats, args.steps,
-                                      _cpu()))
+                                      cpu_name()))
     return '\n'.join(lines)
-
-
-def _cpu():
-    info = {}
-    try:
-        with open('/proc/cpuinfo') as f:
-            for line in f:
-                key, _, value = line.partition(':')
-                info.setdefault(key.strip(), value.strip())
-    except OSError:
-        return 'CPU unknown'
-    flags = info.get('flags', '').split()
-    return '%s (family %s, model %s, %s), %d cores' % (
-        info.get('model name', '?'), info.get('cpu family', '?'),
-        info.get('model', '?'),
-        'AVX-512' if 'avx512f' in flags else
-        'AVX2' if 'avx2' in flags else 'no AVX2', os.cpu_count())
 
 
 def parse(argv=None):

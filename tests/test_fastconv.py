@@ -30,6 +30,14 @@ REF_MODE = theano.compile.get_default_mode().excluding('gcm_fastconv')
 TOL = dict(rtol=1e-5, atol=1e-5)
 
 
+@pytest.fixture(autouse=True)
+def direct_code(monkeypatch):
+    """The direct code against CorrMM, element by element; Winograd, which
+    rounds differently, is held against the direct code in
+    test_winograd.py (within 1e-5 of the output's scale)."""
+    monkeypatch.setenv('GCM_WINOGRAD', '0')
+
+
 def op_types(fn):
     return [type(node.op) for node in fn.maker.fgraph.toposort()]
 
@@ -321,15 +329,18 @@ np.save(sys.argv[1], f(X, W))
 """
 
 
-@pytest.mark.parametrize('channels', [(3, 5), (16, 16)])  # both code paths
-def test_weight_gradient_is_the_same_on_one_thread_and_on_two(tmp_path,
-                                                              channels):
+@pytest.mark.parametrize('channels,winograd', [
+    ((3, 5), '0'), ((16, 16), '0'),  # both direct code paths
+    ((16, 16), '1')])  # and Winograd's
+def test_weight_gradient_is_the_same_on_one_thread_and_on_two(
+        tmp_path, channels, winograd):
     """Images are summed in fixed chunks, added in order: bit-identical
     whatever the number of threads or who took which chunk."""
     results = []
     for threads in ('1', '2'):
         path = str(tmp_path / ('dw%s.npy' % threads))
-        env = dict(os.environ, OMP_NUM_THREADS=threads)
+        env = dict(os.environ, OMP_NUM_THREADS=threads,
+                   GCM_WINOGRAD=winograd)
         subprocess.run([sys.executable, '-c', WEIGHT_GRADIENT % channels,
                         path], cwd=ROOT, env=env, check=True)
         results.append(np.load(path))
