@@ -1,24 +1,26 @@
 #!/usr/bin/env python
-"""Issue 27, part 3: inference with each batch norm folded into the
-convolution before it (gcm_lasagne.inference) against the unfolded
-deterministic graph. Run from the repository root on an idle machine:
+"""Inference with each batch norm folded into the convolution before it
+(gcm_lasagne.inference) against the unfolded deterministic graph. Run from the repository root on an idle machine:
 
     .venv/bin/python benchmarks/folded_inference.py                 # gcm, cnn
     .venv/bin/python benchmarks/folded_inference.py --models gcm,gcm-clip,cnn,resnet20 --repeats 9
 
 For each model (batch 128, 3x32x32, 10 classes, the probabilities, as
-`Model.predict` and evaluation compute them), four functions are compiled
+`Model.predict` and evaluation compute them), five functions are compiled
 in one process and their timed blocks of --batches calls alternate, round
 after round (this machine's speed moves between and within runs):
 - unfolded: lasagne's deterministic graph, each convolution followed by
   fastbn.BatchNormInfer with the ReLU inside (what inference ran before);
-- folded: gcm_lasagne.inference, each convolution with W * s followed by
-  fastbn.BiasAdd with the ReLU inside (what inference runs now);
+- folded, fused: gcm_lasagne.inference, each convolution with W * s
+  adding the bias and applying the ReLU to each image's output as it ends
+  (gcm_lasagne.convfuse; what inference runs now);
+- folded, BiasAdd: the same without gcm_convfuse, a fastbn.BiasAdd op
+  with the ReLU inside after each convolution;
 - folded, Theano elemwise: the same fold with Theano's own fused
   bias + ReLU elementwise op instead of BiasAdd (why BiasAdd exists);
 - convs only: the fold without its bias-and-ReLU pass. Wrong numbers:
-  the bound on what a convolution that adds the bias and applies the ReLU
-  as it writes its output could give.
+  the bound on what adding the bias and applying the ReLU inside the
+  convolution could give.
 Printed: median images/s over --repeats rounds, the range, and the median
 over rounds of each function's ratio to the unfolded one in the same round
 (drift touches both alike), with the CPU, the date and the load.
@@ -45,14 +47,18 @@ from gcm_lasagne import fastbn, inference  # noqa: E402
 from gcm_lasagne.models import build_model  # noqa: E402
 from machine import cpu_name  # noqa: E402
 
-VARIANTS = ('unfolded', 'folded', 'folded, Theano elemwise', 'convs only')
+VARIANTS = ('unfolded', 'folded, fused', 'folded, BiasAdd',
+            'folded, Theano elemwise', 'convs only')
+# each variant compiled with the default mode except
+MODES = {'folded, BiasAdd': theano.compile.get_default_mode().excluding(
+    'gcm_convfuse')}
 
 
 def _outputs(net, variant):
     """The probabilities' expression of one variant."""
     if variant == 'unfolded':
         return lasagne.layers.get_output(net['prob'], deterministic=True)
-    if variant == 'folded':
+    if variant in ('folded, fused', 'folded, BiasAdd'):
         return inference.get_output(net['prob'])
     # fastbn's functions are looked up when the graph is built: bias_add by
     # inference._folded, with_rectify by the ReLU layer after a BN
@@ -72,11 +78,16 @@ def measure(model, args):
     x = T.tensor4('x')
     shape = (3, args.size, args.size)
     net = build_model(model, 10, shape, input_var=x)
-    fns = {v: theano.function([x], _outputs(net, v)) for v in VARIANTS}
+    fns = {v: theano.function([x], _outputs(net, v), mode=MODES.get(v))
+           for v in VARIANTS}
+    fused = [sum(type(n.op).__module__ == 'gcm_lasagne.convfuse'
+                 for n in fns[v].maker.fgraph.apply_nodes)
+             for v in ('folded, fused', 'folded, BiasAdd')]
+    assert fused[0] > 0 and fused[1] == 0, fused
     X = np.random.RandomState(0).uniform(
         0, 1, (args.batch,) + shape).astype('float32')
     reference = fns['unfolded'](X)
-    for v in VARIANTS[1:3]:  # the exact ones: same numbers
+    for v in VARIANTS[1:4]:  # the exact ones: same numbers
         np.testing.assert_allclose(fns[v](X), reference, rtol=1e-4,
                                    atol=1e-6)
     for fn in fns.values():  # warm-up: allocations, OpenMP threads

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Issue 5, "Fast on a CPU": how fast GCM, clipped GCM and the CNN baseline
+"""How fast GCM, clipped GCM and the CNN baseline
 train and infer with the Theano this package configures.
 
     .venv/bin/python benchmarks/throughput.py                # full run, ~10 min
@@ -22,7 +22,11 @@ What is measured, per model (batch 128, float32, 3x32x32, 10 classes):
 - train: images/s of the training step of gcm_lasagne.train (forward,
   backward, momentum update; non-deterministic BN), median of --repeats
   blocks of --batches steps each, after two warm-up steps;
-- infer: images/s of the deterministic forward pass (class probabilities);
+- infer: images/s of the deterministic forward pass (class probabilities),
+  as evaluation and `predict` compute it;
+- each on both paths of paths.py (--paths): `winograd`, what the package
+  runs now, and `direct`, what it ran before Winograd and the folded,
+  fused inference graph; their timed blocks alternate;
 - compile: seconds to compile the training function (and, separately, the
   inference function) from a filled compile cache, and from an empty one
   (a fresh temporary `base_compiledir`); `first step`: seconds from the
@@ -48,6 +52,8 @@ import subprocess
 import sys
 import tempfile
 import time
+
+from paths import PATHS, environment, inference_output
 
 T_START = time.time()
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -133,23 +139,19 @@ def count_multiply_adds(net):
     return total, per_layer
 
 
-PATHS = ('winograd', 'direct')  # GCM_WINOGRAD=1 / 0 when compiling
-
-
 def _compile_path(path, net, model, x, profile):
     """The training step exactly as training compiles it, and the inference
-    function, with Winograd's 3x3 convolutions on or off (the ops read
-    GCM_WINOGRAD when they are compiled)."""
-    import lasagne
+    function, as `path` computes them (paths.py; the ops read GCM_WINOGRAD
+    when they are compiled)."""
     import theano
     from gcm_lasagne.train import compile_train, default_config
-    os.environ['GCM_WINOGRAD'] = '0' if path == 'direct' else '1'
+    os.environ.update(environment(path))
     t0 = time.time()
     train_fn = compile_train(net, default_config(model=model), profile)[0]
     compile_train_s = time.time() - t0
     t0 = time.time()
-    infer_fn = theano.function([x], lasagne.layers.get_output(
-        net['prob'], deterministic=True), profile=profile)
+    infer_fn = theano.function([x], inference_output(net, path),
+                               profile=profile)
     return train_fn, infer_fn, compile_train_s, time.time() - t0
 
 

@@ -17,7 +17,8 @@ in the scratch one, so at module level it imports the standard library only.
 Each side is a long-lived worker subprocess, driven step by step over
 pipes, so that blocks alternate: per repeat, per model, per kind (training,
 then inference), one block of --steps steps on each of our paths
-(GCM_WINOGRAD=1 / 0, read when the ops compile), then one on PyTorch. The
+(paths.py: winograd, what the package runs now, or direct, what it ran
+before), then one on PyTorch. The
 ratio of each such pair is ours / PyTorch in images/s (> 1: ours faster);
 the table gives the medians and the spread (min-max) of the pair ratios.
 
@@ -26,8 +27,9 @@ What is timed (batch 128, float32, 3x32x32, 10 classes, random data):
   backward, SGD momentum 0.9, batch norm in training mode); PyTorch's is
   zero_grad, forward, cross-entropy, backward, torch.optim.SGD(momentum=0.9)
   step, model.train();
-- inference: ours is theano.function of the deterministic output 'prob', as
-  benchmarks/throughput.py and gcm_lasagne.api compile it; PyTorch's is
+- inference: ours is theano.function of the class probabilities 'prob' as
+  the path computes them (winograd: gcm_lasagne.inference's folded graph,
+  as evaluation and gcm_lasagne.api compile it); PyTorch's is
   model.eval() under torch.inference_mode(), forward to the softmax.
 Both use the same number of threads (--threads, default all cores):
 OMP_NUM_THREADS for both workers and torch.set_num_threads.
@@ -53,9 +55,10 @@ import subprocess
 import sys
 import time
 
+from paths import PATHS, environment, inference_output, path_of
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MODELS = ('gcm', 'cnn')
-PATHS = ('winograd', 'direct')  # GCM_WINOGRAD=1 / 0
 CHECK_TOLERANCE = 1e-4          # max |difference| of class probabilities
 
 
@@ -72,7 +75,7 @@ def parse_args(argv=None):
     p.add_argument('--models', default=','.join(MODELS))
     p.add_argument('--paths', default='winograd',
                    help='our convolution paths to time: winograd, direct '
-                        'or both, comma-separated (GCM_WINOGRAD=1 / 0)')
+                        "or both, comma-separated (paths.py)")
     p.add_argument('--repeats', type=int, default=7)
     p.add_argument('--steps', type=int, default=10, help='steps per block')
     p.add_argument('--batch', type=int, default=128)
@@ -192,8 +195,8 @@ def theano_worker(args):
         _serve(info, {'check': check})
         return
     train_fn = compile_train(net, default_config(model=args.model))[0]
-    infer_fn = theano.function([x], lasagne.layers.get_output(
-        net['prob'], deterministic=True))
+    infer_fn = theano.function([x], inference_output(net,
+                                                     path_of(os.environ)))
     calls = {'train': lambda: train_fn(X, Y), 'infer': lambda: infer_fn(X)}
     for call in calls.values():  # allocations, OpenMP threads
         call()
@@ -413,7 +416,7 @@ def start_workers(args):
             log('compiling ours (%s), %s' % (path, model))
             workers[model, path] = Worker(
                 sys.executable, 'theano', model, args,
-                dict(env, GCM_WINOGRAD='0' if path == 'direct' else '1'))
+                dict(env, **environment(path)))
         log('starting PyTorch, %s' % model)
         workers[model, 'torch'] = Worker(args.torch_python, 'torch', model,
                                          args, env)

@@ -11,6 +11,7 @@ imports it. From Python (module `api`):
 """
 from . import compat  # noqa: F401  (must come first)
 from . import fastconv  # noqa: F401,E402  (registers the CPU convolutions)
+from . import convfuse  # noqa: F401,E402  (and their fused inference form)
 from . import layers, models, paper  # noqa: F401,E402
 from .api import Model, load_model  # noqa: F401,E402
 from .images import read_images  # noqa: F401,E402

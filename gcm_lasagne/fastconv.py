@@ -154,6 +154,7 @@ _TEMPLATE_RUN = """
     }
     Py_XDECREF(fc_a);
     Py_XDECREF(fc_b);
+    Py_XDECREF(fc_c);
     if (!fc_ok) {
         %(fail)s
     }
@@ -162,24 +163,29 @@ _TEMPLATE_RUN = """
 _TEMPLATE_START = """
 {
     int fc_ok = 1;
-    PyArrayObject *fc_a = NULL, *fc_b = NULL;
+    PyArrayObject *fc_a = NULL, *fc_b = NULL, *fc_c = NULL;
+    fc_epi fc_e = {NULL, 0};  /* what follows the convolution (convfuse.py) */
     npy_intp B = 0, C = 0, H = 0, W = 0, M = 0, kh = 0, kw = 0;
     npy_intp pt = 0, pb = 0, pl = 0, pr = 0, Ho = 0, Wo = 0;
 """
 
 
-def _op_code(name, a, b, sizes, out, odims, empty, function):
+def _op_code(name, a, b, sizes, out, odims, empty, function,
+             epilogue=False):
     """The C code of one op: make the 4-d float32 inputs a and b contiguous
     (fc_a, fc_b); `sizes` sets B, C, H, W, M, kh, kw, the paddings and Ho,
     Wo from them and checks them; allocate `out` (odims) and call
-    `function`, or zero `out` when `empty` (nothing to sum)."""
+    `function`, or zero `out` when `empty` (nothing to sum). With
+    `epilogue`, the op's `%(epilogue)s` code may set fc_e, which `function`
+    applies to each image's output."""
     call = ('%s((const float*)PyArray_DATA(fc_a), '
             '(const float*)PyArray_DATA(fc_b), (float*)PyArray_DATA(%s), '
-            'B, C, H, W, M, kh, kw, fc_dH, fc_dW, pt, pl, Ho, Wo)'
-            % (function, out))
+            'B, C, H, W, M, kh, kw, fc_dH, fc_dW, pt, pl, Ho, Wo%s)'
+            % (function, out, ', &fc_e' if epilogue else ''))
     return (_TEMPLATE_START + _TEMPLATE_PARAMS
             + _TEMPLATE_CHECK_INPUTS % dict(a=a, b=b, name=name)
             + '    if (fc_ok) {\n' + sizes + '    }\n'
+            + ('%(epilogue)s' if epilogue else '')
             + _TEMPLATE_ALLOC % dict(out=out, odims=odims)
             + _TEMPLATE_RUN % dict(out=out, fail='%(fail)s', empty=empty,
                                    call=call)
@@ -209,7 +215,7 @@ _FORWARD = _op_code(
             fc_ok = 0;
         }
 """,
-    '%(top)s', 'B, M, Ho, Wo', 'C * kh * kw == 0', 'fc_forward')
+    '%(top)s', 'B, M, Ho, Wo', 'C * kh * kw == 0', 'fc_forward', True)
 
 # a, b: images, output gradient
 _GRADWEIGHTS = _op_code(
@@ -273,7 +279,7 @@ _GRADINPUTS = _op_code(
             fc_ok = 0;
         }
 """,
-    '%(bottom)s', 'B, C, H, W', 'M * kh * kw == 0', 'fc_gradinputs')
+    '%(bottom)s', 'B, C, H, W', 'M * kh * kw == 0', 'fc_gradinputs', True)
 
 def _version():
     """Theano reuses a compiled op by this version: derived from the code."""
@@ -296,7 +302,7 @@ def _size_inputs(shape):
 def _given_sizes(node):
     """The size inputs of a gradient node, or None if they are the -1
     constants of 'not given'."""
-    sizes = node.inputs[2:]
+    sizes = node.inputs[2:4]
     if all(isinstance(v, T.TensorConstant) and int(v.data) == -1
            for v in sizes):
         return None
@@ -376,6 +382,10 @@ class _FastCorrBase(OpenMPOp):
     def _size_code(name):
         return '((npy_intp)*(npy_int64*)PyArray_DATA(%s))' % name
 
+    def _epilogue_code(self, inputs, sub):
+        """C code that sets fc_e (convfuse.py): none here."""
+        return ''
+
 
 class FastCorrMM(_FastCorrBase):
     """CorrMM (img, kern) -> correlation, computed by fc_forward."""
@@ -401,10 +411,11 @@ class FastCorrMM(_FastCorrBase):
                                     self.subsample)
 
     def c_code(self, node, name, inputs, outputs, sub):
-        img, kern = inputs
+        img, kern = inputs[:2]
         top, = outputs
         return _FORWARD % dict(img=img, kern=kern, top=top, fail=sub['fail'],
-                               params=sub['params'])
+                               params=sub['params'],
+                               epilogue=self._epilogue_code(inputs, sub))
 
     def grad(self, inputs, output_grads):
         img, kern = inputs
@@ -516,7 +527,8 @@ class FastCorrMM_gradInputs(_FastCorrBase):
             kern=kern, topgrad=topgrad, bottom=bottom, fail=sub['fail'],
             params=sub['params'],
             height=self._size_code(inputs[2]),
-            width=self._size_code(inputs[3]))
+            width=self._size_code(inputs[3]),
+            epilogue=self._epilogue_code(inputs, sub))
 
     def grad(self, inputs, output_grads):
         kern, topgrad = inputs[:2]
@@ -647,16 +659,19 @@ def enabled_by_environment():
     return os.environ.get('GCM_FASTCONV', '1').strip() != '0'
 
 
+def register_optimizer(name, local_optimizer, position):
+    """Put a local optimizer into Theano's optdb (fast_run) at `position`.
+    Idempotent."""
+    if name not in theano.compile.optdb.__db__:
+        theano.compile.optdb.register(
+            name, gof.opt.in2out(local_optimizer, name=name), position,
+            'fast_run')
+
+
 def register():
-    """Put the optimizer into Theano's optdb (fast_run), after the pass that
-    makes CorrMM nodes (48.6) and before the destroy handler and the
-    in-place optimizations. Idempotent."""
-    if OPTIMIZER_NAME in theano.compile.optdb.__db__:
-        return
-    theano.compile.optdb.register(
-        OPTIMIZER_NAME,
-        gof.opt.in2out(local_gcm_fastconv, name=OPTIMIZER_NAME),
-        48.8, 'fast_run')
+    """After the pass that makes CorrMM nodes (48.6), before the destroy
+    handler and the in-place optimizations."""
+    register_optimizer(OPTIMIZER_NAME, local_gcm_fastconv, 48.8)
 
 
 if enabled_by_environment():

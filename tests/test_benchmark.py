@@ -159,3 +159,30 @@ def test_winograd_layer_benchmark_finds_every_winograd_layer():
     table = winograd_layers.markdown([row], winograd_layers.parse([]))
     assert '| 16, 10, 32x32, 5x5 | gcm | forward | 2.00 | 1.00 (2.00x) | - ' \
            '| F2 |' in table
+
+
+def test_the_two_paths_compute_inference_as_described():
+    """paths.py: 'winograd' is what evaluation runs now (no batch-norm op,
+    the bias and ReLU inside the convolutions), 'direct' what it ran
+    before (a batch-norm op after each convolution); same numbers."""
+    from gcm_lasagne import convfuse, fastbn
+    sys.path.insert(0, os.path.join(ROOT, 'benchmarks'))
+    try:
+        import paths
+    finally:
+        sys.path.pop(0)
+    x = T.tensor4('x')
+    net = build_model('gcm', 4, (3, 8, 8), input_var=x)
+    fns = {p: theano.function([x], paths.inference_output(net, p))
+           for p in paths.PATHS}
+    kinds = {p: [type(n.op) for n in fn.maker.fgraph.apply_nodes]
+             for p, fn in fns.items()}
+    assert fastbn.BatchNormInfer not in kinds['winograd']
+    assert convfuse.FastCorrMMBias in kinds['winograd']
+    assert fastbn.BatchNormInfer in kinds['direct']
+    X = np.random.RandomState(0).uniform(0, 1, (2, 3, 8, 8)).astype('float32')
+    np.testing.assert_allclose(fns['winograd'](X), fns['direct'](X),
+                               rtol=1e-4, atol=1e-6)
+    assert paths.path_of({'GCM_WINOGRAD': '0'}) == 'direct'
+    assert paths.path_of({}) == 'winograd'
+    assert paths.environment('direct') == {'GCM_WINOGRAD': '0'}

@@ -14,8 +14,8 @@ import theano
 import theano.tensor as T
 from theano.tensor.nnet import bn as theano_bn
 
-from gcm_lasagne import (api, attribution, checkpoint, fastbn, inference,
-                         train)
+from gcm_lasagne import (api, attribution, checkpoint, convfuse, fastbn,
+                         inference, train)
 from gcm_lasagne.compat import BatchNormLayer
 from gcm_lasagne.models import MODELS, build_model
 
@@ -83,6 +83,7 @@ def count(fn, kind):
     return sum(isinstance(op, kind) for op in ops(fn))
 
 
+FUSED = (convfuse.FastCorrMMBias, convfuse.FastCorrMM_gradInputsBias)
 BN_OPS = (fastbn.BatchNormInfer, fastbn.BatchNormTrain,
           fastbn.BatchNormTrainGrad, theano_bn.AbstractBatchNormInference,
           theano_bn.AbstractBatchNormTrain)
@@ -98,6 +99,10 @@ def assert_same(folded, unfolded, keys):
 @pytest.fixture(scope='module', params=MODELS)
 def case(request):
     rng = np.random.RandomState(MODELS.index(request.param))
+    # the initial weights too: with other weights each run, a unit that
+    # sits within float32 rounding of its ReLU's kink sometimes made the
+    # gradient comparison fail (the fold rounds differently, as it may)
+    lasagne.random.set_rng(rng)
     x = T.tensor4('x')
     net = build_model(request.param, CLASSES, SHAPE, input_var=x)
     randomize(net, rng)
@@ -130,27 +135,33 @@ def test_the_folded_graph_has_convolutions_and_no_batch_norm(case):
     n = len(batch_norms(case['net']))
     assert count(unfolded, fastbn.BatchNormInfer) == n  # what was folded
     assert not any(isinstance(op, BN_OPS) for op in ops(folded))
-    # each BN became one bias (+ ReLU) pass; the convolutions are the same
-    assert count(folded, fastbn.BiasAdd) == n
+    # each BN became its convolution's bias (+ ReLU), inside that
+    # convolution (convfuse.py); the convolutions are the same
+    assert count(folded, fastbn.BiasAdd) == 0
+    assert count(folded, FUSED) == n
     convs = [type(op).__name__ for op in ops(unfolded)
              if 'Corr' in type(op).__name__]
-    assert sorted(type(op).__name__ for op in ops(folded)
+    assert sorted(type(op).__name__.replace('Bias', '')
+                  for op in ops(folded)
                   if 'Corr' in type(op).__name__) == sorted(convs)
     assert len(convs) >= n
     # what the fold adds is per-channel and per-weight work (W * s, the
-    # bias): on the images, one op for one, BiasAdd for BatchNormInfer
-    assert on_images(folded) == on_images(unfolded)
+    # bias): on the images, the BatchNormInfer ops are gone, and otherwise
+    # one op for one
+    expected = {k: v for k, v in on_images(unfolded).items()
+                if 'BatchNormInfer' not in k}
+    assert on_images(folded) == expected
 
 
 def on_images(fn):
     """How many ops of each kind work on something computed from the
-    images, with BiasAdd counted as the BatchNormInfer it replaced."""
+    images, a fused convolution counted as the one it is."""
     tainted = {i.variable for i in fn.maker.inputs if not i.shared}
     kinds = {}
     for node in fn.maker.fgraph.toposort():
         if tainted.intersection(node.inputs):
             tainted.update(node.outputs)
-            name = str(node.op).replace('BiasAdd', 'BatchNormInfer')
+            name = str(node.op).replace('Bias{', '{')
             kinds[name] = kinds.get(name, 0) + 1
     return kinds
 
@@ -238,7 +249,9 @@ def test_the_callers_compile_the_folded_graph(tmp_path):
     a = attribution.Attribution(net)
     fns += [a._fn(k) for k in ('scores', 'cwm', 'gradient')]
     for fn in fns:
-        assert count(fn, fastbn.BiasAdd) == 14
+        # each folded BN's bias and ReLU: in its convolution, or, where the
+        # gradient reads the convolution's output, a BiasAdd of its own
+        assert count(fn, fastbn.BiasAdd) + count(fn, FUSED) == 14
         assert not any(isinstance(op, BN_OPS) for op in ops(fn))
 
 
@@ -255,7 +268,8 @@ def test_the_benchmarks_run():
     silently break (tiny sizes; their numbers mean nothing here)."""
     rows = _run_benchmark('folded_inference.py', '--quick', '--models', 'gcm')
     assert [r.split('|')[2].strip() for r in rows[2:]] == [
-        'unfolded', 'folded', 'folded, Theano elemwise', 'convs only']
+        'unfolded', 'folded, fused', 'folded, BiasAdd',
+        'folded, Theano elemwise', 'convs only']
     rows = _run_benchmark('inference_levels.py', '--rounds', '1', '--blocks',
                           '1', '--batches', '1', '--batch', '2', '--size',
                           '8', '--probe', '1', '--settings',

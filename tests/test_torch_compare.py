@@ -12,7 +12,11 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(ROOT, 'benchmarks', 'torch_compare.py')
 spec = importlib.util.spec_from_file_location('torch_compare', SCRIPT)
 tc = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(tc)
+sys.path.insert(0, os.path.dirname(SCRIPT))  # for its paths.py
+try:
+    spec.loader.exec_module(tc)
+finally:
+    sys.path.pop(0)
 
 
 def run(*argv):

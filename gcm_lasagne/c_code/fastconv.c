@@ -235,6 +235,15 @@ static FC_NO_LIBCALLS void fc_planes(
     }
 }
 
+/* What an inference graph does right after a convolution (a batch norm
+   folded into it, then its ReLU): y = y + bias[m], then max(y, 0), on one
+   image's M planes of n pixels, while they are still in the cache. The
+   same expression as fastbn's BiasAdd, so the same bits. */
+struct fc_epi {
+    const float* bias;  /* M floats, or NULL */
+    int relu;
+};
+
 #if defined(FC_OP_FORWARD) || defined(FC_OP_GRADINPUTS)
 
 /* One block of VL extended pixels x MR output channels:
@@ -311,6 +320,25 @@ static void fc_direct(const float* x, const int* off, int K, const float* wp,
                                   out + m0 * ldo + nb * FC_VL, ldo);
         }
 }
+
+/* The epilogue (fc_epi) of an image's M output planes of n pixels */
+static void fc_epilogue(const fc_epi* e, float* y, npy_intp M, npy_intp n)
+{
+    if (!e || (!e->bias && !e->relu))
+        return;
+    for (npy_intp m = 0; m < M; m++) {
+        const float b = e->bias ? e->bias[m] : 0.f;
+        float* __restrict ym = y + m * n;
+        if (e->relu)
+            for (npy_intp i = 0; i < n; i++) {
+                const float v = ym[i] + b;
+                ym[i] = v > 0 ? v : 0;
+            }
+        else
+            for (npy_intp i = 0; i < n; i++)
+                ym[i] += b;
+    }
+}
 #endif
 
 #ifndef FC_WINOGRAD
@@ -325,7 +353,8 @@ static int fc_wino_correlate(int N, int K, const float* X, const float* w,
                              npy_intp sm, npy_intp sc, npy_intp si,
                              npy_intp sj, float* Y, npy_intp B, npy_intp C,
                              npy_intp H, npy_intp W, npy_intp M, npy_intp pt,
-                             npy_intp pl, npy_intp Ho, npy_intp Wo);
+                             npy_intp pl, npy_intp Ho, npy_intp Wo,
+                             const fc_epi* e);
 static int fc_wino_gradweights(int N, int K, const float* X,
                                const float* dY, float* dW, npy_intp B,
                                npy_intp C, npy_intp H, npy_intp W, npy_intp M,
@@ -339,7 +368,7 @@ static int fc_forward_direct(const float* X, const float* Wt, float* Y,
                              npy_intp B, npy_intp C, npy_intp H, npy_intp W,
                              npy_intp M, npy_intp kh, npy_intp kw, int sh,
                              int sw, npy_intp pt, npy_intp pl, npy_intp Ho,
-                             npy_intp Wo)
+                             npy_intp Wo, const fc_epi* e)
 {
     fc_fwd_table_fill<FC_MR>::fill(fc_fwd_table);
     const npy_intp Hq = Ho + (kh - 1) / sh, Wq = Wo + (kw - 1) / sw;
@@ -379,6 +408,7 @@ static int fc_forward_direct(const float* X, const float* Wt, float* Y,
                     for (npy_intp a = 0; a < Ho; a++)
                         memcpy(Yb + (m * Ho + a) * Wo, tmp + m * ldo + a * Wq,
                                sizeof(float) * Wo);
+                fc_epilogue(e, Yb, M, Ho * Wo);
             }
             fc_free(Q);
             fc_free(tmp);
@@ -393,16 +423,16 @@ static int fc_forward_direct(const float* X, const float* Wt, float* Y,
 static int fc_forward(const float* X, const float* Wt, float* Y, npy_intp B,
                       npy_intp C, npy_intp H, npy_intp W, npy_intp M,
                       npy_intp kh, npy_intp kw, int sh, int sw, npy_intp pt,
-                      npy_intp pl, npy_intp Ho, npy_intp Wo)
+                      npy_intp pl, npy_intp Ho, npy_intp Wo, const fc_epi* e)
 {
 #if FC_WINOGRAD
     const int N = fc_wino_applies(C, M, kh, kw, sh, sw, Ho, Wo);
     if (N)
         return fc_wino_correlate(N, (int)kh, X, Wt, C * kh * kw, kh * kw, kw,
-                                 1, Y, B, C, H, W, M, pt, pl, Ho, Wo);
+                                 1, Y, B, C, H, W, M, pt, pl, Ho, Wo, e);
 #endif
     return fc_forward_direct(X, Wt, Y, B, C, H, W, M, kh, kw, sh, sw, pt, pl,
-                             Ho, Wo);
+                             Ho, Wo, e);
 }
 #endif
 
@@ -413,7 +443,8 @@ static int fc_gradinputs_direct(const float* Wt, const float* dY,
                                 float* dX, npy_intp B, npy_intp C, npy_intp H,
                                 npy_intp W, npy_intp M, npy_intp kh,
                                 npy_intp kw, int sh, int sw, npy_intp pt,
-                                npy_intp pl, npy_intp Ho, npy_intp Wo)
+                                npy_intp pl, npy_intp Ho, npy_intp Wo,
+                                const fc_epi* e)
 {
     fc_fwd_table_fill<FC_MR>::fill(fc_fwd_table);
     /* dX[c][y][x] gets
@@ -530,6 +561,7 @@ static int fc_gradinputs_direct(const float* Wt, const float* dY,
                                         d[sw * q] = s[q];
                             }
                     }
+                fc_epilogue(e, dXb, C, H * W);
             }
             fc_free(Q);
             fc_free(tmp);
@@ -545,7 +577,8 @@ static int fc_gradinputs_direct(const float* Wt, const float* dY,
 static int fc_gradinputs(const float* Wt, const float* dY, float* dX,
                          npy_intp B, npy_intp C, npy_intp H, npy_intp W,
                          npy_intp M, npy_intp kh, npy_intp kw, int sh, int sw,
-                         npy_intp pt, npy_intp pl, npy_intp Ho, npy_intp Wo)
+                         npy_intp pt, npy_intp pl, npy_intp Ho, npy_intp Wo,
+                         const fc_epi* e)
 {
 #if FC_WINOGRAD
     /* the stride-1 correlation of dY, padded by kh - 1 - pt and
@@ -555,10 +588,10 @@ static int fc_gradinputs(const float* Wt, const float* dY, float* dX,
     if (N && pt <= kh - 1 && pl <= kw - 1)
         return fc_wino_correlate(N, (int)kh, dY, Wt + kh * kw - 1, kh * kw,
                                  C * kh * kw, -kw, -1, dX, B, M, Ho, Wo, C,
-                                 kh - 1 - pt, kw - 1 - pl, H, W);
+                                 kh - 1 - pt, kw - 1 - pl, H, W, e);
 #endif
     return fc_gradinputs_direct(Wt, dY, dX, B, C, H, W, M, kh, kw, sh, sw,
-                                pt, pl, Ho, Wo);
+                                pt, pl, Ho, Wo, e);
 }
 #endif
 

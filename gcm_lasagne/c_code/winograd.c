@@ -479,7 +479,8 @@ static int fc_wino_correlate_n(const float* X, const float* w, npy_intp sm,
                                npy_intp sc, npy_intp si, npy_intp sj,
                                float* Y, npy_intp B, npy_intp C, npy_intp H,
                                npy_intp W, npy_intp M, npy_intp pt,
-                               npy_intp pl, npy_intp Ho, npy_intp Wo)
+                               npy_intp pl, npy_intp Ho, npy_intp Wo,
+                               const fc_epi* e)
 {
     const int P = (N + K - 1) * (N + K - 1);
     fc_fwd_table_fill<FC_MR>::fill(fc_fwd_table);
@@ -524,6 +525,7 @@ static int fc_wino_correlate_n(const float* X, const float* w, npy_intp sm,
                     else
                         fc_wino_output<N, K, 4>(Z, M, g, r0, nr, Yb, Ho, Wo);
                 }
+                fc_epilogue(e, Y + b * M * Ho * Wo, M, Ho * Wo);
             }
             fc_free(Q);
             fc_free(V);
@@ -539,16 +541,17 @@ static int fc_wino_correlate(int N, int K, const float* X, const float* w,
                              npy_intp sm, npy_intp sc, npy_intp si,
                              npy_intp sj, float* Y, npy_intp B, npy_intp C,
                              npy_intp H, npy_intp W, npy_intp M, npy_intp pt,
-                             npy_intp pl, npy_intp Ho, npy_intp Wo)
+                             npy_intp pl, npy_intp Ho, npy_intp Wo,
+                             const fc_epi* e)
 {
     if (K == 5)
         return fc_wino_correlate_n<2, 5>(X, w, sm, sc, si, sj, Y, B, C, H, W,
-                                         M, pt, pl, Ho, Wo);
+                                         M, pt, pl, Ho, Wo, e);
     if (N == 4)
         return fc_wino_correlate_n<4, 3>(X, w, sm, sc, si, sj, Y, B, C, H, W,
-                                         M, pt, pl, Ho, Wo);
+                                         M, pt, pl, Ho, Wo, e);
     return fc_wino_correlate_n<2, 3>(X, w, sm, sc, si, sj, Y, B, C, H, W, M,
-                                     pt, pl, Ho, Wo);
+                                     pt, pl, Ho, Wo, e);
 }
 #endif
 
