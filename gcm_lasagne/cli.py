@@ -253,8 +253,7 @@ def cmd_train(args):
             '--overwrite replaces it, --auto-resume decides from what it '
             'holds)' % ' and '.join('--' + m.replace('_', '-') for m in modes))
     out = args.out or os.path.join(args.runs, args.model or 'gcm')
-    given = {k: v for k, v in vars(args).items()
-             if k in train.default_config()}
+    given = given_options(args)
     resume = args.resume
     if args.auto_resume:
         mode = jobs.auto_mode(out, given)
@@ -269,6 +268,13 @@ def cmd_train(args):
     print('%s: %s accuracy %.2f%% (run folder %s)' % (
         config['model'] or 'the run', metrics['eval_set'],
         100 * metrics['accuracy'], out))
+
+
+def given_options(args, **fixed):
+    """The recipe and data options of the command line (None where left
+    out), with `fixed` ones set: what a resume checks against its run."""
+    return dict({k: v for k, v in vars(args).items()
+                 if k in train.default_config()}, **fixed)
 
 
 def data_override(args):
@@ -373,7 +379,8 @@ def cmd_reproduce(args):
     for seed in range(1, args.seeds + 1):
         for model in PAPER_MODELS:
             out = os.path.join(args.runs, run_name(model, seed))
-            if os.path.exists(os.path.join(out, 'metrics.json')):
+            if jobs.finished(out, given_options(args, model=model,
+                                                seed=seed)):
                 print('%s: done already (%s)' % (model, out))
                 continue
             print('== %s, seed %d -> %s' % (model, seed, out))

@@ -13,7 +13,7 @@ import argparse
 import os
 import shlex
 
-from . import checkpoint, runfolder, train
+from . import checkpoint, report, runfolder, train
 
 # options of the job list's parser that are not the train command's
 NOT_TRAIN_OPTIONS = ('seeds',)
@@ -87,3 +87,26 @@ def auto_mode(out_dir, given):
                  **saved)
     config, _ = runfolder.check_resume(saved, given, out_dir, epochs_done)
     return 'done' if config['epochs'] <= epochs_done else 'resume'
+
+
+def finished(out_dir, given):
+    """Whether `reproduce` may skip out_dir: it holds the finished run that
+    `given` asks for. The run is checked against the options as a resume
+    checks them, from its checkpoint, or from its config.json where it has
+    none (a model folder copied from models/): a finished run of another
+    recipe or length is refused (RunFolderError), not called done."""
+    if not os.path.isfile(os.path.join(out_dir, 'metrics.json')):
+        return False
+    if os.path.isfile(os.path.join(out_dir, 'checkpoint.npz')):
+        return auto_mode(out_dir, given) == 'done'
+    saved, metrics = report.check_run(out_dir)
+    saved = dict(train.default_config(recipe=saved.get('recipe', 'table2')),
+                 **saved)
+    config, _ = runfolder.check_resume(saved, given, out_dir,
+                                       metrics['epochs'])
+    if config['epochs'] > metrics['epochs']:
+        raise runfolder.RunFolderError(
+            '--epochs %d: the run in %s ended after %d epochs and has no '
+            'checkpoint to continue from' % (config['epochs'], out_dir,
+                                             metrics['epochs']))
+    return True

@@ -217,6 +217,29 @@ def test_reproduce_trains_every_model_for_every_seed_once(tmp_path,
     assert [d['data'] for d in drawn] == ['/somewhere/cifar10-jpeg'] * 2
 
 
+@pytest.mark.parametrize('options, says', [
+    (['--weight-decay', '1e-4'], '--weight-decay 0.0001: the run in '),
+    (['--epochs', '5'], 'has done 180 epochs already'),
+    (['--epochs', '200'], 'ended after 180 epochs and has no checkpoint'),
+], ids=['another recipe', 'shorter', 'longer'])
+def test_reproduce_refuses_a_finished_run_of_other_options(
+        tmp_path, monkeypatch, capsys, options, says):
+    """A finished run is 'done already' only if it is the run asked for
+    (its config.json checked as a resume checks a checkpoint); nothing is
+    trained or written when it is not."""
+    runs = str(tmp_path / 'runs')
+    make_run(os.path.join(runs, 'gcm'), 'gcm', 0.9)
+    monkeypatch.setattr(train, 'train', lambda *a, **k: pytest.fail(
+        'trained'))
+    assert cli.main(['--runs', runs, '--results', str(tmp_path / 'r'),
+                     'reproduce', '--data', '/somewhere/cifar10-jpeg']
+                    + options) == 1
+    err = capsys.readouterr().err
+    assert err.startswith('error: ') and err.count('\n') == 1
+    assert says in err
+    assert sorted(os.listdir(runs)) == ['gcm']
+
+
 def test_export_names_the_data_set_and_keeps_the_weights(tmp_path):
     run = str(tmp_path / 'run')
     shutil.copytree(SHIPPED, run)
