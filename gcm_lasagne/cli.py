@@ -273,8 +273,8 @@ def cmd_train(args):
 def given_options(args, **fixed):
     """The recipe and data options of the command line (None where left
     out), with `fixed` ones set: what a resume checks against its run."""
-    return dict({k: v for k, v in vars(args).items()
-                 if k in train.default_config()}, **fixed)
+    keys = train.default_config()
+    return dict({k: v for k, v in vars(args).items() if k in keys}, **fixed)
 
 
 def data_override(args):

@@ -63,6 +63,13 @@ def subcommand(parser, name):
     raise KeyError(name)
 
 
+def _completed(saved):
+    """A run's saved config with its recipe's values where it predates an
+    option."""
+    return dict(train.default_config(recipe=saved.get('recipe', 'table2')),
+                **saved)
+
+
 def auto_mode(out_dir, given):
     """What `train --auto-resume` does in out_dir: 'start' (the folder
     holds no run), 'resume' (it holds a checkpoint to continue) or 'done'
@@ -83,9 +90,8 @@ def auto_mode(out_dir, given):
         saved = None
     if not isinstance(saved, dict):
         return 'resume'  # the resume says what is wrong with the file
-    saved = dict(train.default_config(recipe=saved.get('recipe', 'table2')),
-                 **saved)
-    config, _ = runfolder.check_resume(saved, given, out_dir, epochs_done)
+    config, _ = runfolder.check_resume(_completed(saved), given, out_dir,
+                                       epochs_done)
     return 'done' if config['epochs'] <= epochs_done else 'resume'
 
 
@@ -100,9 +106,7 @@ def finished(out_dir, given):
     if os.path.isfile(os.path.join(out_dir, 'checkpoint.npz')):
         return auto_mode(out_dir, given) == 'done'
     saved, metrics = report.check_run(out_dir)
-    saved = dict(train.default_config(recipe=saved.get('recipe', 'table2')),
-                 **saved)
-    config, _ = runfolder.check_resume(saved, given, out_dir,
+    config, _ = runfolder.check_resume(_completed(saved), given, out_dir,
                                        metrics['epochs'])
     if config['epochs'] > metrics['epochs']:
         raise runfolder.RunFolderError(
