@@ -188,6 +188,9 @@ def build_parser(prog=None):
     ex.add_argument('run')
     ex.add_argument('out')
     ex.add_argument('--data-name', help='default: the data folder\'s name')
+    ex.add_argument('--no-weights', action='store_true',
+                    help='only the evidence: config.json, log.csv and '
+                         'metrics.json')
 
     fa = sub.add_parser('faithfulness', help='deletion, insertion, ROAD and '
                         'the randomisation check of the attribution maps')
@@ -226,6 +229,10 @@ def build_parser(prog=None):
     add_recipe_options(j, seed=False)
 
     tb = sub.add_parser('table3', help='Table 3 from the runs that exist')
+    tb.add_argument('folders', nargs='*', metavar='RUNS',
+                    help='folders of run folders to tabulate together '
+                         '(default: --runs; `table3 models runs-finished` '
+                         'reads the runs that ship)')
     tb.add_argument('--params-only', action='store_true',
                     help='only the parameter counts; exit 1 if one no '
                          'longer rounds to the paper\'s figure')
@@ -343,7 +350,11 @@ def cmd_table3(args):
         text, ok = report.params_table()
         print(text)
         return 0 if ok else 1
-    write_table3(args.runs, args.results, timing=not args.no_timing)
+    for folder in args.folders:
+        if not os.path.isdir(folder):
+            raise InputError('%s is not a folder of run folders' % folder)
+    write_table3(args.folders or args.runs, args.results,
+                 timing=not args.no_timing)
     return 0
 
 
@@ -370,7 +381,8 @@ def cmd_jobs(args):
 
 
 def cmd_export(args):
-    for path in export.export_run(args.run, args.out, args.data_name):
+    for path in export.export_run(args.run, args.out, args.data_name,
+                                  weights=not args.no_weights):
         print('wrote', path)
 
 

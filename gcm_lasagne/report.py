@@ -164,28 +164,32 @@ def _warn(text):
     sys.stderr.write(text + '\n')
 
 
-def find_runs(runs_dir, warn=_warn):
+def find_runs(runs_dirs, warn=_warn):
     """Finished runs (a folder with config.json and metrics.json) below
-    runs_dir, grouped by model and recipe: {(model, recipe_label): [run,
-    ...]}, each group sorted by seed. Which model, recipe and seed a run is
-    comes from its config.json, so folder names are free (`reproduce` uses
-    MODEL and MODEL-seedK); runs of different recipes are never averaged.
-    A run whose files cannot be read is skipped with a warning."""
+    runs_dirs (one folder or a list of them), grouped by model and recipe:
+    {(model, recipe_label): [run, ...]}, each group sorted by seed. Which
+    model, recipe and seed a run is comes from its config.json, so folder
+    names are free (`reproduce` uses MODEL and MODEL-seedK); runs of
+    different recipes are never averaged. A run whose files cannot be read
+    is skipped with a warning."""
+    if isinstance(runs_dirs, str):
+        runs_dirs = [runs_dirs]
     groups = {}
-    if not os.path.isdir(runs_dir):
-        return groups
-    for name in sorted(os.listdir(runs_dir)):
-        run = os.path.join(runs_dir, name)
-        if not (os.path.isfile(os.path.join(run, 'config.json')) and
-                os.path.isfile(os.path.join(run, 'metrics.json'))):
+    for runs_dir in runs_dirs:
+        if not os.path.isdir(runs_dir):
             continue
-        try:
-            config, _ = check_run(run)
-        except ReportError as e:  # the other runs are still tabulated
-            warn('warning: skipped %s: %s' % (run, e))
-            continue
-        key = (config['model'], recipe_label(config))
-        groups.setdefault(key, []).append((run, config))
+        for name in sorted(os.listdir(runs_dir)):
+            run = os.path.join(runs_dir, name)
+            if not (os.path.isfile(os.path.join(run, 'config.json')) and
+                    os.path.isfile(os.path.join(run, 'metrics.json'))):
+                continue
+            try:
+                config, _ = check_run(run)
+            except ReportError as e:  # the other runs are still tabulated
+                warn('warning: skipped %s: %s' % (run, e))
+                continue
+            key = (config['model'], recipe_label(config))
+            groups.setdefault(key, []).append((run, config))
     for key, runs in groups.items():
         runs.sort(key=lambda rc: (rc[1].get('seed', 0), rc[0]))
         groups[key] = [r for r, _ in runs]
@@ -229,16 +233,16 @@ def _runs_columns(runs):
                                    if epoch_seconds else None))
 
 
-def table3(runs_dir, timing=True, groups=None):
+def table3(runs_dirs, timing=True, groups=None):
     """Rows of Table 3: the paper's models with Table 2's recipe (kind
-    'paper'), then every other group of finished runs under runs_dir: the
+    'paper'), then every other group of finished runs under runs_dirs: the
     paper's models with another recipe ('variant') and the controls
     ('control'). Each row: ours (mean, sample standard deviation and number
     of runs where there are several seeds) beside the published figure,
     and their difference."""
     seconds = seconds_per_batch(TABLE3_MODELS) if timing else None
-    if groups is None:  # find_runs(runs_dir), if the caller has not
-        groups = find_runs(runs_dir)
+    if groups is None:  # find_runs(runs_dirs), if the caller has not
+        groups = find_runs(runs_dirs)
     keys = [(model, '') for model in TABLE3_MODELS]
     keys += sorted(set(groups) - set(keys),
                    key=lambda k: (k[0] not in paper.TABLE3, str(k[0]), k[1]))
@@ -310,6 +314,29 @@ def gcm_minus_cnn(rows, alpha=0.05):
                 'not distinguishable', len(a), len(b), 100 * alpha))
 
 
+def less_the_control(rows):
+    """A line for each control with a finished run: its difference from
+    its published figure estimates what this data costs a network of that
+    size (it ran the published recipe); each other row's difference from
+    the paper with that subtracted is what remains for the code, the
+    recipe or chance. Subtraction only: one control run gives no spread
+    (a few tenths of a point between seeds in such runs)."""
+    lines = []
+    for control in rows:
+        if control['kind'] != 'control' or control['difference'] is None:
+            continue
+        rest = ['%s %+.2f' % (r['name'], r['difference'] -
+                              control['difference'])
+                for r in rows if r['kind'] != 'control' and
+                r['difference'] is not None]
+        lines.append(
+            'Less what the data costs, as %s estimates it (%+.2f points from '
+            'its published figure, n = %d): %s points from the paper.' % (
+                control['name'], control['difference'], control['runs'],
+                ', '.join(rest) or 'no run of the paper\'s models yet'))
+    return lines
+
+
 def _cell(value, fmt='%s'):
     return '-' if value is None else fmt % value
 
@@ -328,8 +355,8 @@ def _params_cell(r):
 
 
 def write_table3(rows, results_dir):
-    """Write table3.md and table3.csv; return the Markdown: Table 3, and
-    below it, apart, the variants and controls."""
+    """Write table3.md, table3.csv and summary.md; return the Markdown:
+    Table 3, and below it, apart, the variants and controls."""
     os.makedirs(results_dir, exist_ok=True)
     lines = ['| model | params | paper | time ratio (train) | paper | '
              'test accuracy % | epochs | s/epoch | data | paper | '
@@ -366,6 +393,9 @@ def write_table3(rows, results_dir):
                              _cell(r['data']), _cell(r['paper_accuracy']),
                              _cell(r['difference'], '%+.2f'),
                              _cell(r['source'])))
+        control_lines = less_the_control(rows)
+        if control_lines:
+            lines += [''] + control_lines
     text = '\n'.join(lines)
     notes = ['Time ratio: seconds per training batch of 128, GCM over CNN, '
              'measured on %s.' % theano.config.device,
@@ -386,7 +416,29 @@ def write_table3(rows, results_dir):
     writer.writeheader()
     writer.writerows(rows)
     atomic.write_text(os.path.join(results_dir, 'table3.csv'), table.getvalue())
+    atomic.write_text(os.path.join(results_dir, 'summary.md'),
+                      summary(rows) + '\n')
     return text
+
+
+def summary(rows):
+    """The short form for a front page: every row with a finished run,
+    ours beside the published figure and their difference, then the lines
+    the comparison needs (GCM - CNN, and what remains once a control has
+    estimated what the data costs). No time ratio: that is measured on
+    whatever machine runs `table3`, the rest is read from the runs."""
+    lines = ['| run | kind | params | test accuracy %, here | published | '
+             'difference | published in |',
+             '|---|---|---:|---:|---:|---:|---|']
+    for r in rows:
+        if r['accuracy'] is None:
+            continue
+        lines.append('| %s | %s | %s | %s | %s | %s | %s |' % (
+            r['name'], r['kind'], _params_cell(r), _accuracy_cell(r),
+            _cell(r['paper_accuracy']), _cell(r['difference'], '%+.2f'),
+            _cell(r['source'])))
+    return '\n'.join(lines + ['', gcm_minus_cnn(rows)] +
+                     less_the_control(rows))
 
 
 def metrics_text(metrics, loss):

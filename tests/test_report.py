@@ -122,7 +122,39 @@ def test_table3_keeps_other_recipes_and_controls_apart(tmp_path):
             in others)
     assert '| gcm (weight decay 0.0001) | variant | 162K | 162K | ' \
         '87.00 ± 1.41 (n=2) |' in others
+    # the control's -4.25 subtracted from each difference from the paper
+    # (gcm 90.00 - 90.43 = -0.43, the variant 87.00 - 90.43 = -3.43)
+    assert ('Less what the data costs, as resnet20 (he2016) estimates it '
+            '(-4.25 points from its published figure, n = 1): gcm +3.82, '
+            'gcm (epochs 4, lr steps 2 3, train subset 30) -16.18, '
+            'gcm (weight decay 0.0001) +0.82 points from the paper.') in others
+    # the short form for the README: only rows with runs, the same lines
+    summary = open(os.path.join(results, 'summary.md')).read()
+    assert '| cnn |' not in summary and '| gcm | paper | 162K |' in summary
+    assert ('| resnet20 (he2016) | control | 270K | 87.00 (n=1) | 91.25 | '
+            '-4.25 | He et al. 2016, Table 6 |') in summary
+    assert summary.rstrip().endswith('+0.82 points from the paper.')
     assert os.path.exists(os.path.join(results, 'curves.png'))
+
+
+def test_table3_reads_several_folders_of_runs(tmp_path):
+    """`table3 models runs-finished`: the runs that ship with weights and
+    those that ship as evidence only, in one table; seeds of one model
+    from both folders are averaged."""
+    models, finished = str(tmp_path / 'models'), str(tmp_path / 'finished')
+    results = str(tmp_path / 'results')
+    make_run(os.path.join(models, 'gcm-cifar10jpeg'), 'gcm', 0.90)
+    make_run(os.path.join(finished, 'gcm-seed2'), 'gcm', 0.92, seed=2)
+    make_run(os.path.join(finished, 'resnet20'), 'resnet20', 0.87,
+             recipe='he2016')
+    assert cli.main(['--results', results, 'table3', models, finished,
+                     '--no-timing']) == 0
+    rows = read_csv(os.path.join(results, 'table3.csv'))
+    assert (rows['gcm']['accuracy'], rows['gcm']['seeds']) == ('91.0', '1 2')
+    assert rows['resnet20 (he2016)']['accuracy'] == '87.0'
+    # a folder that is not there is a mistake, not an empty table
+    assert cli.main(['--results', results, 'table3', models,
+                     str(tmp_path / 'nothing'), '--no-timing']) == 1
 
 
 def test_welch_on_samples_whose_answer_is_known():
@@ -263,3 +295,23 @@ def test_export_names_the_data_set_and_keeps_the_weights(tmp_path):
     # a second export into the same folder would overwrite a model: refused
     assert cli.main(['export', run, out, '--data-name', 'x']) == 1
     assert cli.main(['export', str(tmp_path), str(tmp_path / 'o')]) == 1
+
+
+def test_export_without_weights_keeps_the_evidence(tmp_path):
+    run, out = str(tmp_path / 'run'), str(tmp_path / 'evidence')
+    make_run(run, 'resnet20', 0.87, recipe='he2016')  # no model.npz
+    assert cli.main(['export', run, out]) == 1  # a model needs its weights
+    assert not os.path.exists(out)
+    assert cli.main(['export', run, out, '--no-weights']) == 0
+    assert sorted(os.listdir(out)) == ['config.json', 'log.csv',
+                                       'metrics.json']
+    config = json.load(open(os.path.join(out, 'config.json')))
+    assert config == dict(json.load(open(os.path.join(run, 'config.json'))),
+                          data='cifar10-jpeg')
+    assert report.find_runs(out) == {}  # the folder is a run, not runs
+    assert report.find_runs(str(tmp_path))[('resnet20', 'he2016')] == \
+        [out, run]
+    # a broken run is not evidence: one line, nothing written
+    os.remove(os.path.join(run, 'log.csv'))
+    assert cli.main(['export', run, str(tmp_path / 'o'), '--no-weights']) == 1
+    assert not os.path.exists(str(tmp_path / 'o'))
