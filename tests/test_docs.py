@@ -14,7 +14,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PAGES = sorted(glob.glob(os.path.join(ROOT, 'docs', '*.md'))
                + glob.glob(os.path.join(ROOT, 'models', '*', 'README.md'))
                + [os.path.join(ROOT, 'README.md'),
-                  os.path.join(ROOT, 'runs-in-progress', 'README.md')])
+                  os.path.join(ROOT, 'runs-in-progress', 'README.md'),
+                  os.path.join(ROOT, 'runs-finished', 'README.md')])
 # [text](target) and ![alt](target); a target ends at ')' or a space
 LINK = re.compile(r'!?\[[^\]]*\]\(([^)\s]+)[^)]*\)')
 
