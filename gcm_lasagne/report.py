@@ -175,7 +175,8 @@ def find_runs(runs_dirs, warn=_warn):
     if isinstance(runs_dirs, str):
         runs_dirs = [runs_dirs]
     groups = {}
-    for runs_dir in runs_dirs:
+    # a folder named twice is read once: its runs must not count twice
+    for runs_dir in dict.fromkeys(map(os.path.realpath, runs_dirs)):
         if not os.path.isdir(runs_dir):
             continue
         for name in sorted(os.listdir(runs_dir)):

@@ -152,6 +152,10 @@ def test_table3_reads_several_folders_of_runs(tmp_path):
     rows = read_csv(os.path.join(results, 'table3.csv'))
     assert (rows['gcm']['accuracy'], rows['gcm']['seeds']) == ('91.0', '1 2')
     assert rows['resnet20 (he2016)']['accuracy'] == '87.0'
+    # one folder named twice (here through another path) is read once
+    assert report.find_runs([models, models + '/.']) == \
+        {('gcm', ''): [os.path.realpath(os.path.join(models,
+                                                      'gcm-cifar10jpeg'))]}
     # a folder that is not there is a mistake, not an empty table
     assert cli.main(['--results', results, 'table3', models,
                      str(tmp_path / 'nothing'), '--no-timing']) == 1
