@@ -427,17 +427,18 @@ def summary(rows):
     ours beside the published figure and their difference, then the lines
     the comparison needs (GCM - CNN, and what remains once a control has
     estimated what the data costs). No time ratio: that is measured on
-    whatever machine runs `table3`, the rest is read from the runs."""
+    whatever machine runs `table3`, the rest is read from the runs (s/epoch:
+    the median of the run's log, on the machine that trained it)."""
     lines = ['| run | kind | params | test accuracy %, here | published | '
-             'difference | published in |',
-             '|---|---|---:|---:|---:|---:|---|']
+             'difference | published in | s/epoch |',
+             '|---|---|---:|---:|---:|---:|---|---:|']
     for r in rows:
         if r['accuracy'] is None:
             continue
-        lines.append('| %s | %s | %s | %s | %s | %s | %s |' % (
+        lines.append('| %s | %s | %s | %s | %s | %s | %s | %s |' % (
             r['name'], r['kind'], _params_cell(r), _accuracy_cell(r),
             _cell(r['paper_accuracy']), _cell(r['difference'], '%+.2f'),
-            _cell(r['source'])))
+            _cell(r['source']), _cell(r['seconds_per_epoch'], '%.0f')))
     return '\n'.join(lines + ['', gcm_minus_cnn(rows)] +
                      less_the_control(rows))
 

@@ -132,7 +132,7 @@ def test_table3_keeps_other_recipes_and_controls_apart(tmp_path):
     summary = open(os.path.join(results, 'summary.md')).read()
     assert '| cnn |' not in summary and '| gcm | paper | 162K |' in summary
     assert ('| resnet20 (he2016) | control | 270K | 87.00 (n=1) | 91.25 | '
-            '-4.25 | He et al. 2016, Table 6 |') in summary
+            '-4.25 | He et al. 2016, Table 6 | 92 |') in summary
     assert summary.rstrip().endswith('+0.82 points from the paper.')
     assert os.path.exists(os.path.join(results, 'curves.png'))
 
