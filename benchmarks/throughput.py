@@ -53,6 +53,7 @@ import sys
 import tempfile
 import time
 
+from machine import processor
 from paths import PATHS, environment, inference_output
 
 T_START = time.time()
@@ -337,7 +338,7 @@ def cold_env(tmp):
 def measure(args, echo=print):
     result = {'argv': sys.argv[1:], 'quick': args.quick,
               'machine': {'cpus': os.cpu_count(),
-                          'processor': _cpu_name(),
+                          'processor': processor(),
                           'python': platform.python_version(),
                           'env': {k: os.environ.get(k) for k in (
                               'THEANO_FLAGS', 'THEANORC', 'OMP_NUM_THREADS',
@@ -382,17 +383,6 @@ def _column(name, args):
     model, _, path = name.partition(', ')
     return (args.models.index(model),
             args.paths.index(path) if path else 0)
-
-
-def _cpu_name():
-    try:
-        with open('/proc/cpuinfo') as f:
-            for line in f:
-                if line.startswith('model name'):
-                    return line.split(':', 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
 
 
 def summarise(result):

@@ -55,6 +55,7 @@ import subprocess
 import sys
 import time
 
+from machine import processor
 from paths import PATHS, environment, inference_output, path_of
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -491,30 +492,6 @@ def table(args, rates):
     return '\n'.join(lines)
 
 
-def cpu_description():
-    """'NAME, family F model M, AVX2 / AVX-512' from /proc/cpuinfo."""
-    fields, flags = {}, set()
-    try:
-        with open('/proc/cpuinfo') as f:
-            for line in f:
-                key, _, value = line.partition(':')
-                key = key.strip()
-                if key == 'flags':
-                    flags = set(value.split())
-                if key in ('model name', 'cpu family', 'model') and \
-                        key not in fields:
-                    fields[key] = value.strip()
-                if not line.strip() and fields:
-                    break  # the first processor is enough
-    except OSError:
-        return platform.processor() or 'unknown processor'
-    vector = ('AVX-512' if 'avx512f' in flags else
-              'AVX2, no AVX-512' if 'avx2' in flags else 'no AVX2')
-    return '%s, family %s model %s, %s' % (
-        fields.get('model name', '?'), fields.get('cpu family', '?'),
-        fields.get('model', '?'), vector)
-
-
 def log(text):
     print(text, file=sys.stderr, flush=True)
 
@@ -567,7 +544,7 @@ def main(argv=None):
     print('%s, %d cores; threads: %d each (OMP_NUM_THREADS=%d for both, '
           'torch.set_num_threads(%d)); %s UTC; load average %s at the '
           'start, %s at the end.' % (
-              cpu_description(), os.cpu_count(), args.threads, args.threads,
+              processor(), os.cpu_count(), args.threads, args.threads,
               torch_info['threads'], now.strftime('%Y-%m-%d %H:%M'),
               load_start, loadavg()))
     v = first['versions']

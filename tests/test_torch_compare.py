@@ -3,6 +3,7 @@ its table and its skip; with a PyTorch venv at hand ($TORCH_PYTHON or
 ../torch-venv), also its --check and a tiny timed run (no speed asserted)."""
 import importlib.util
 import os
+import re
 import subprocess
 import sys
 
@@ -51,9 +52,12 @@ def test_table_gives_medians_and_the_spread_of_pair_ratios():
                         '| 500 | 1000 | 0.50 (0.25-1.00) |')
 
 
-def test_cpu_description_names_the_vector_width():
-    text = tc.cpu_description()
-    assert 'AVX' in text and 'family' in text or text == 'unknown processor'
+def test_the_processor_is_named_with_its_generation_and_vector_width():
+    machine = sys.modules[tc.processor.__module__]  # benchmarks/machine.py
+    text = machine.processor()
+    assert re.search(r'\(family \S+, model \S+; (AVX-512|AVX2|no AVX2)\)$',
+                     text) or text == 'unknown processor', text
+    assert machine.cpu_name() == '%s, %d cores' % (text, os.cpu_count())
 
 
 def test_check_skips_with_a_reason_without_torch(tmp_path):
