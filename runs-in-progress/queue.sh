@@ -8,6 +8,9 @@
 # tree cannot reach a run) and QUEUE (queue.txt) may be set. Finished runs
 # (in runs-finished/, or with a metrics.json in RUNS) are skipped; the queue
 # stops at the first run that does not finish.
+# All of it is one block, read before it runs: bash reads a script as it
+# goes, and this one runs for days while the work tree changes.
+{
 set -uo pipefail
 here=$(cd "$(dirname "$0")" && pwd); repo=$(dirname "$here")
 runs=${RUNS:-/work/runs} data=${DATA:-/work/data} code=${CODE:-/work/runcode}
@@ -55,7 +58,7 @@ grep -v '^#' "$queue" | while IFS='|' read -r name options estimate; do
             "$name" "$options" "$data/cifar10-jpeg" "$runs/$name" "$estimate" > "$notes"
     fi
     epoch=$(epoch_of "$runs/$name/checkpoint.npz")
-    echo "- $([ "$epoch" -gt 0 ] && echo "Resumed after epoch $epoch" || echo Started)" \
+    echo "- $([ "$epoch" -gt 0 ] && echo "Resumed after epoch $epoch" || echo Started):" \
         "$(date -u '+%Y-%m-%d %H:%M') UTC on $machine, from a checkout of" \
         "commit $commit (queue.sh)." >> "$notes"
     echo "$name" > "$runs/current.name"
@@ -71,3 +74,5 @@ grep -v '^#' "$queue" | while IFS='|' read -r name options estimate; do
     fi
     echo "$name finished: export it as runs-in-progress/README.md says"
 done
+exit
+}

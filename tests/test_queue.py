@@ -97,12 +97,12 @@ def test_the_queue_starts_resumes_hands_over_stops_and_skips(project,
         '# fresh\n\n    run_cifar10.py train --model gcm --epochs 1 '
         '--batch-size 4 \\\n        --data %s --out %s/fresh\n\n'
         '## Estimate before starting\n\n1 s an epoch.\n\n'
-        '## Where each epoch ran\n\n- Started ' % (data, runs))
+        '## Where each epoch ran\n\n- Started: ' % (data, runs))
     assert notes.rstrip().endswith(
         'from a checkout of commit %s (queue.sh).' % commit)
     assert 'cores' in notes
     notes = open(os.path.join(handed, 'NOTES.md')).read()
-    assert '- Resumed after epoch 1 ' in notes
+    assert "- Resumed after epoch 1: " in notes
     # each finished run was handed over: its last checkpoint committed
     history = git(project, 'log', '--format=%s')
     assert 'runs-in-progress: fresh at epoch 1 ' in history
