@@ -1,12 +1,14 @@
 """runs-in-progress/queue.sh, the long runs' queue, on a throw-away copy of
 the project (its own git repository, so that its handovers commit there):
-it starts a new run, resumes one handed over on another machine, writes
+it starts a new run, resumes one handed over on another machine (and
+completes one handed over after its last epoch), writes
 each run's notes, hands each over when it ends, stops at a run that fails,
 and skips finished runs when started again."""
 import os
 import shutil
 import subprocess
 
+import numpy as np
 import pytest
 
 from test_bad_inputs import image_folder, training_checkpoint
@@ -62,14 +64,19 @@ def test_the_queue_starts_resumes_hands_over_stops_and_skips(project,
                                                               tmp_path):
     data = str(tmp_path / 'data' / 'cifar10-jpeg')
     image_folder(data)
-    # 'handed' was handed over after epoch 1 of 2 on another machine
+    # handed over on another machine: 'handed' after epoch 1 of 2, 'ended'
+    # after its last epoch, before it was evaluated
     handed = os.path.join(project, 'runs-in-progress', 'handed')
-    training_checkpoint(handed, data)
-    with open(os.path.join(handed, 'config.json'), 'w') as f:
-        f.write('{}\n')
-    with open(os.path.join(handed, 'log.csv'), 'w') as f:
-        f.write('epoch,learning_rate,train_loss,train_acc,eval_loss,'
-                'eval_acc,seconds\n1,0.1,1.1,0.3,1.1,0.3,1.0\n')
+    ended = os.path.join(project, 'runs-in-progress', 'ended')
+    for folder, epoch in ((handed, 1), (ended, 2)):
+        training_checkpoint(folder, data, epoch=np.array(epoch))
+        with open(os.path.join(folder, 'config.json'), 'w') as f:
+            f.write('{}\n')
+        with open(os.path.join(folder, 'log.csv'), 'w') as f:
+            f.write('epoch,learning_rate,train_loss,train_acc,eval_loss,'
+                    'eval_acc,seconds\n' + ''.join(
+                        '%d,0.1,1.1,0.3,1.1,0.3,1.0\n' % (e + 1)
+                        for e in range(epoch)))
     git(project, 'add', '-A')
     git(project, 'commit', '-q', '-m', 'the project')
     commit = git(project, 'rev-parse', '--short', 'HEAD').strip()
@@ -78,16 +85,20 @@ def test_the_queue_starts_resumes_hands_over_stops_and_skips(project,
     done = queue(project, tmp_path, [
         'fresh | --model gcm --epochs 1 --batch-size 4 | 1 s an epoch',
         'handed | --model gcm | -',
+        'ended | --model gcm | -',
         'broken | --model nosuch | -',
         'never | --model gcm --epochs 1 | -'])
     assert done.returncode == 1, done.stdout + done.stderr
     assert done.stdout.splitlines() == [
         'fresh finished: export it as runs-in-progress/README.md says',
         'handed finished: export it as runs-in-progress/README.md says',
+        'ended finished: export it as runs-in-progress/README.md says',
         'broken stopped (exit 2) before its last epoch: the queue stops']
     assert log_rows(os.path.join(runs, 'fresh')) == 1
     assert log_rows(os.path.join(runs, 'handed')) == 2  # resumed, not redone
-    for name in ('fresh', 'handed'):
+    assert log_rows(os.path.join(runs, 'ended')) == 2  # evaluated only
+    for name in ('fresh', 'handed', 'ended'):
+        assert os.path.exists(os.path.join(runs, name, 'model.npz'))
         assert os.path.exists(os.path.join(runs, name, 'metrics.json'))
     assert not os.path.exists(os.path.join(runs, 'never'))
 
