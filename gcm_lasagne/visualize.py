@@ -239,6 +239,23 @@ def legend_text(method, frame, positive_only):
                           '; grey: the map has one channel')]
 
 
+def _check_maps(images, maps, per_class):
+    """images (N, 3, H, W) and maps (N, [K,] 3 or nothing, H, W) that
+    match, or a ValueError that says which shapes do not."""
+    lead = 2 if per_class else 1
+    if images.ndim != 4 or images.shape[1] != 3:
+        raise ValueError('images must be (N, 3, H, W), not %s'
+                         % (images.shape,))
+    if (maps.ndim not in (lead + 2, lead + 3) or
+            maps.shape[-2:] != images.shape[2:] or
+            len(maps) != len(images) or
+            (maps.ndim == lead + 3 and maps.shape[lead] != 3)):
+        raise ValueError('maps %s do not match images %s: (N, %s3, H, W) or '
+                         '(N, %sH, W) expected' % (
+                             maps.shape, images.shape, 'K, ' * per_class,
+                             'K, ' * per_class))
+
+
 def figure6(images, ccm, scores, labels, classes, path, positive_only=False,
             frame='true', method='ccm'):
     """Figure 6 (Figure 7 with positive_only, the clipped model).
@@ -255,8 +272,14 @@ def figure6(images, ccm, scores, labels, classes, path, positive_only=False,
     drawn, N lists of K strings, = format_score(scores)) and legend (its
     lines)."""
     images, ccm = np.asarray(images), np.asarray(ccm)
-    scores = np.asarray(scores)
-    N, K = scores.shape
+    scores, labels = np.asarray(scores), np.asarray(labels)
+    _check_maps(images, ccm, per_class=True)
+    N, K = ccm.shape[:2]
+    if scores.shape != (N, K) or labels.shape != (N,) or len(classes) != K:
+        raise ValueError('for %d images and %d classes, scores must be %s '
+                         'and labels %s, with %d class names: got %s, %s and '
+                         '%d' % (N, K, (N, K), (N,), K, scores.shape,
+                                 labels.shape, len(classes)))
     layout = figure6_layout(K, N, positive_only, images.shape[2:])
     canvas = Image.new('RGB', layout.size, WHITE)
     draw = ImageDraw.Draw(canvas)
@@ -321,6 +344,10 @@ def figure8(images, ccm_true, path, columns=5, captions=None):
     Writes a PNG to path (unless None); returns dict(image (PIL), path,
     size)."""
     images, ccm_true = np.asarray(images), np.asarray(ccm_true)
+    _check_maps(images, ccm_true, per_class=False)
+    if captions is not None and len(captions) != len(images):
+        raise ValueError('%d captions for %d images' % (len(captions),
+                                                        len(images)))
     M = len(images)
     rows_, cols_ = images.shape[2:]
     zoom = upscale_factor(rows_, cols_)

@@ -222,6 +222,39 @@ def test_figures_return_the_pil_image_they_write(maps, images, tmp_path):
     assert sorted(os.listdir(tmp_path)) == ['f6.png', 'f8.png']
 
 
+def test_figures_refuse_arguments_that_do_not_match(maps, images,
+                                                     tmp_path):
+    """A mismatch is one ValueError naming the shapes, and no file."""
+    ccm, scores = maps['class_contribution_map'], maps['class_scores']
+    n, k = scores.shape
+    path = str(tmp_path / 'f.png')
+    labels = [0] * n
+    cases = [
+        ('figure6', (images[:, :2], ccm, scores, labels, CLASSES),
+         'images must be'),
+        ('figure6', (images, ccm[:1], scores, labels, CLASSES),
+         'do not match'),
+        ('figure6', (images, ccm[..., :-1], scores, labels, CLASSES),
+         'do not match'),
+        ('figure6', (images, ccm, scores[:, :-1], labels, CLASSES),
+         'scores must be'),
+        ('figure6', (images, ccm, scores, labels + [0], CLASSES), 'labels'),
+        ('figure6', (images, ccm, scores, labels, CLASSES[:-1]),
+         'class names'),
+        ('figure8', (images, ccm), 'do not match'),  # every class's CCM
+        ('figure8', (images, ccm[:, 0, :2]), 'do not match')]
+    for name, args, message in cases:
+        with pytest.raises(ValueError, match=message):
+            getattr(vis, name)(*(args + (path,)))
+    with pytest.raises(ValueError, match='1 captions for %d images' % n):
+        vis.figure8(images, ccm[:, 0], path, captions=['one'])
+    assert not os.path.exists(path)
+    # what they take: colour CCMs, and one-channel maps such as CAMs
+    vis.figure6(images, ccm[:, :, 0], scores, labels, CLASSES, None,
+                method='cam')
+    vis.figure8(images, ccm[:, 0, 0], None)
+
+
 def test_choose_examples_takes_correct_ones_round_robin():
     labels = np.array([0, 0, 0, 1, 1, 2, 2, 2])
     predicted = np.array([0, 0, 1, 1, 0, 0, 1, 2])
