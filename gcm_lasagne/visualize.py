@@ -29,6 +29,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from . import api, atomic, train
+from .errors import InputError
 from .images import read_images
 
 
@@ -241,16 +242,16 @@ def legend_text(method, frame, positive_only):
 
 def _check_maps(images, maps, per_class):
     """images (N, 3, H, W) and maps (N, [K,] 3 or nothing, H, W) that
-    match, or a ValueError that says which shapes do not."""
+    match, or an InputError (a ValueError) that says which shapes do not."""
     lead = 2 if per_class else 1
     if images.ndim != 4 or images.shape[1] != 3:
-        raise ValueError('images must be (N, 3, H, W), not %s'
+        raise InputError('images must be (N, 3, H, W), not %s'
                          % (images.shape,))
     if (maps.ndim not in (lead + 2, lead + 3) or
             maps.shape[-2:] != images.shape[2:] or
             len(maps) != len(images) or
             (maps.ndim == lead + 3 and maps.shape[lead] != 3)):
-        raise ValueError('maps %s do not match images %s: (N, %s3, H, W) or '
+        raise InputError('maps %s do not match images %s: (N, %s3, H, W) or '
                          '(N, %sH, W) expected' % (
                              maps.shape, images.shape, 'K, ' * per_class,
                              'K, ' * per_class))
@@ -276,7 +277,7 @@ def figure6(images, ccm, scores, labels, classes, path, positive_only=False,
     _check_maps(images, ccm, per_class=True)
     N, K = ccm.shape[:2]
     if scores.shape != (N, K) or labels.shape != (N,) or len(classes) != K:
-        raise ValueError('for %d images and %d classes, scores must be %s '
+        raise InputError('for %d images and %d classes, scores must be %s '
                          'and labels %s, with %d class names: got %s, %s and '
                          '%d' % (N, K, (N, K), (N,), K, scores.shape,
                                  labels.shape, len(classes)))
@@ -346,7 +347,7 @@ def figure8(images, ccm_true, path, columns=5, captions=None):
     images, ccm_true = np.asarray(images), np.asarray(ccm_true)
     _check_maps(images, ccm_true, per_class=False)
     if captions is not None and len(captions) != len(images):
-        raise ValueError('%d captions for %d images' % (len(captions),
+        raise InputError('%d captions for %d images' % (len(captions),
                                                         len(images)))
     M = len(images)
     rows_, cols_ = images.shape[2:]

@@ -13,7 +13,7 @@ import lasagne
 
 from gcm_lasagne import api, checkpoint, train
 from gcm_lasagne.batches import to_float
-from gcm_lasagne.errors import DataError
+from gcm_lasagne.errors import DataError, InputError
 from gcm_lasagne.images import read_images
 from gcm_lasagne import visualize as vis
 from gcm_lasagne.models import build_cnn, build_gcm
@@ -224,7 +224,8 @@ def test_figures_return_the_pil_image_they_write(maps, images, tmp_path):
 
 def test_figures_refuse_arguments_that_do_not_match(maps, images,
                                                      tmp_path):
-    """A mismatch is one ValueError naming the shapes, and no file."""
+    """A mismatch is one InputError (a ValueError) naming the shapes, and
+    no file."""
     ccm, scores = maps['class_contribution_map'], maps['class_scores']
     n, k = scores.shape
     path = str(tmp_path / 'f.png')
@@ -244,9 +245,9 @@ def test_figures_refuse_arguments_that_do_not_match(maps, images,
         ('figure8', (images, ccm), 'do not match'),  # every class's CCM
         ('figure8', (images, ccm[:, 0, :2]), 'do not match')]
     for name, args, message in cases:
-        with pytest.raises(ValueError, match=message):
+        with pytest.raises(InputError, match=message):
             getattr(vis, name)(*(args + (path,)))
-    with pytest.raises(ValueError, match='1 captions for %d images' % n):
+    with pytest.raises(InputError, match='1 captions for %d images' % n):
         vis.figure8(images, ccm[:, 0], path, captions=['one'])
     assert not os.path.exists(path)
     # what they take: colour CCMs, and one-channel maps such as CAMs
