@@ -291,28 +291,41 @@ def welch(a, b):
             'df': float(df), 'p': float(2 * scipy.stats.t.sf(abs(t), df))}
 
 
-def gcm_minus_cnn(rows, alpha=0.05):
+def gcm_minus_cnn(rows, alpha=0.05, recipe=''):
     """The line the paper's claim ("GCM costs no accuracy") needs: GCM's
-    Table 3 accuracy minus the CNN's, its standard error, and whether the
-    difference is distinguishable from zero at these numbers of runs
-    (Welch's t, two-sided, at `alpha`)."""
-    paper_rows = {r['model']: r for r in rows if r['kind'] == 'paper'}
-    gcm, cnn = paper_rows['gcm'], paper_rows['cnn']
-    if not (gcm['runs'] and cnn['runs']):
-        return 'GCM - CNN: needs finished runs of both.'
-    a = [float(v) for v in gcm['accuracies'].split()]
-    b = [float(v) for v in cnn['accuracies'].split()]
+    accuracy minus the CNN's, both with `recipe` (Table 2's by default),
+    its standard error, and whether the difference is distinguishable from
+    zero at these numbers of runs (Welch's t, two-sided, at `alpha`)."""
+    both = {r['model']: r for r in rows if r['recipe'] == recipe and
+            r['model'] in ('gcm', 'cnn') and r['runs']}
+    name = group_name('GCM - CNN', recipe)
+    if len(both) < 2:
+        return '%s: needs finished runs of both.' % name
+    a = [float(v) for v in both['gcm']['accuracies'].split()]
+    b = [float(v) for v in both['cnn']['accuracies'].split()]
     test = welch(a, b)
     if test is None:
-        return ('GCM - CNN: %+.2f points (n = %d and %d); a standard error '
+        return ('%s: %+.2f points (n = %d and %d); a standard error '
                 'needs at least two runs (seeds) of each, with some spread.'
-                % (np.mean(a) - np.mean(b), len(a), len(b)))
-    return ("GCM - CNN: %+.2f ± %.2f points (standard error); Welch's t = "
+                % (name, np.mean(a) - np.mean(b), len(a), len(b)))
+    return ("%s: %+.2f ± %.2f points (standard error); Welch's t = "
             '%.2f, df = %.1f, two-sided p = %.3f: %s from zero at n = %d and '
             '%d (%g%% level).' % (
-                test['difference'], test['se'], test['t'], test['df'],
+                name, test['difference'], test['se'], test['t'], test['df'],
                 test['p'], 'distinguishable' if test['p'] < alpha else
                 'not distinguishable', len(a), len(b), 100 * alpha))
+
+
+def parity_lines(rows):
+    """GCM - CNN with Table 2's recipe, then with each other recipe that
+    both have finished runs of: whether the paper's parity survives, say,
+    a weight penalty."""
+    others = [r['recipe'] for r in rows if r['model'] == 'gcm' and
+              r['recipe'] and r['runs'] and any(
+                  c['model'] == 'cnn' and c['recipe'] == r['recipe'] and
+                  c['runs'] for c in rows)]
+    return [gcm_minus_cnn(rows)] + [gcm_minus_cnn(rows, recipe=recipe)
+                                    for recipe in others]
 
 
 def less_the_control(rows):
@@ -375,7 +388,7 @@ def write_table3(rows, results_dir):
                          _cell(r['seconds_per_epoch'], '%.0f'),
                          _cell(r['data']), r['paper_accuracy'],
                          _cell(r['difference'], '%+.2f')))
-    lines += ['', gcm_minus_cnn(rows)]
+    lines += [''] + parity_lines(rows)
     others = [r for r in rows if r['kind'] != 'paper']
     if others:
         lines += ['', "Variants (the paper's models, another recipe) and "
@@ -439,7 +452,7 @@ def summary(rows):
             r['name'], r['kind'], _params_cell(r), _accuracy_cell(r),
             _cell(r['paper_accuracy']), _cell(r['difference'], '%+.2f'),
             _cell(r['source']), _cell(r['seconds_per_epoch'], '%.0f')))
-    return '\n'.join(lines + ['', gcm_minus_cnn(rows)] +
+    return '\n'.join(lines + [''] + parity_lines(rows) +
                      less_the_control(rows))
 
 

@@ -203,6 +203,26 @@ def test_table3_says_whether_gcm_minus_cnn_is_distinguishable(tmp_path):
     assert '91.00 ± 1.00 (n=3)' in text and '80.00 ± 0.00 (n=3)' in text
 
 
+def test_table3_says_gcm_minus_cnn_under_each_recipe_both_ran(tmp_path):
+    """Issue 23: does the paper's parity survive a weight penalty? A line
+    for each recipe both models have finished runs of, none for a recipe
+    only GCM ran."""
+    runs = str(tmp_path / 'runs')
+    make_run(os.path.join(runs, 'gcm'), 'gcm', 0.85)
+    make_run(os.path.join(runs, 'cnn'), 'cnn', 0.84)
+    make_run(os.path.join(runs, 'gcm-wd'), 'gcm', 0.87, weight_decay=1e-4)
+    make_run(os.path.join(runs, 'cnn-wd'), 'cnn', 0.875, weight_decay=1e-4)
+    make_run(os.path.join(runs, 'gcm-pad2'), 'gcm', 0.86, pad=2)
+    text = report.summary(report.table3(runs, timing=False))
+    claim = [l for l in text.splitlines() if l.startswith('GCM - CNN')]
+    assert claim == [
+        'GCM - CNN: +1.00 points (n = 1 and 1); a standard error needs at '
+        'least two runs (seeds) of each, with some spread.',
+        'GCM - CNN (weight decay 0.0001): -0.50 points (n = 1 and 1); a '
+        'standard error needs at least two runs (seeds) of each, with some '
+        'spread.']
+
+
 def test_recipe_label_names_what_differs_from_the_named_recipe():
     label = report.recipe_label
     assert label(train.default_config()) == ''
