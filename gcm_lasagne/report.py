@@ -320,10 +320,9 @@ def parity_lines(rows):
     """GCM - CNN with Table 2's recipe, then with each other recipe that
     both have finished runs of: whether the paper's parity survives, say,
     a weight penalty."""
+    ran = {(r['model'], r['recipe']) for r in rows if r['runs']}
     others = [r['recipe'] for r in rows if r['model'] == 'gcm' and
-              r['recipe'] and r['runs'] and any(
-                  c['model'] == 'cnn' and c['recipe'] == r['recipe'] and
-                  c['runs'] for c in rows)]
+              r['recipe'] and {('gcm', r['recipe']), ('cnn', r['recipe'])} <= ran]
     return [gcm_minus_cnn(rows)] + [gcm_minus_cnn(rows, recipe=recipe)
                                     for recipe in others]
 
