@@ -321,10 +321,8 @@ def parity_lines(rows):
     both have finished runs of: whether the paper's parity survives, say,
     a weight penalty."""
     ran = {(r['model'], r['recipe']) for r in rows if r['runs']}
-    others = [recipe for model, recipe in
-              ((r['model'], r['recipe']) for r in rows)
-              if model == 'gcm' and recipe and ('cnn', recipe) in ran and
-              ('gcm', recipe) in ran]
+    others = [recipe for model, recipe in sorted(ran)
+              if model == 'gcm' and recipe and ('cnn', recipe) in ran]
     return [gcm_minus_cnn(rows)] + [gcm_minus_cnn(rows, recipe=recipe)
                                     for recipe in others]
 
