@@ -273,11 +273,13 @@ def table3(runs_dirs, timing=True, groups=None):
     return rows
 
 
-def welch(a, b):
+def welch(a, b, alpha=0.05):
     """Welch's t-test of mean(a) - mean(b) for two small samples of unequal
     variance: the difference, its standard error, t, the Welch-Satterthwaite
-    degrees of freedom and the two-sided p. None with fewer than two values
-    in either sample, or none of them spread (no variance to estimate)."""
+    degrees of freedom, the two-sided p, and the 1 - alpha confidence
+    interval of the difference (low, high): "level" says how level only with
+    the interval beside it. None with fewer than two values in either
+    sample, or none of them spread (no variance to estimate)."""
     a, b = np.asarray(a, float), np.asarray(b, float)
     if len(a) < 2 or len(b) < 2:
         return None
@@ -287,14 +289,16 @@ def welch(a, b):
     difference, se = a.mean() - b.mean(), np.sqrt(va + vb)
     df = (va + vb) ** 2 / (va ** 2 / (len(a) - 1) + vb ** 2 / (len(b) - 1))
     t = difference / se
+    half = se * scipy.stats.t.ppf(1 - alpha / 2, df)
     return {'difference': float(difference), 'se': float(se), 't': float(t),
-            'df': float(df), 'p': float(2 * scipy.stats.t.sf(abs(t), df))}
+            'df': float(df), 'p': float(2 * scipy.stats.t.sf(abs(t), df)),
+            'low': float(difference - half), 'high': float(difference + half)}
 
 
 def gcm_minus_cnn(rows, alpha=0.05, recipe=''):
     """The line the paper's claim ("GCM costs no accuracy") needs: GCM's
     accuracy minus the CNN's, both with `recipe` (Table 2's by default),
-    its standard error, and whether the difference is distinguishable from
+    its standard error and 1 - alpha interval, and whether the difference is distinguishable from
     zero at these numbers of runs (Welch's t, two-sided, at `alpha`)."""
     both = {r['model']: r for r in rows if r['recipe'] == recipe and
             r['model'] in ('gcm', 'cnn') and r['runs']}
@@ -303,16 +307,17 @@ def gcm_minus_cnn(rows, alpha=0.05, recipe=''):
         return '%s: needs finished runs of both.' % name
     a = [float(v) for v in both['gcm']['accuracies'].split()]
     b = [float(v) for v in both['cnn']['accuracies'].split()]
-    test = welch(a, b)
+    test = welch(a, b, alpha)
     if test is None:
         return ('%s: %+.2f points (n = %d and %d); a standard error '
                 'needs at least two runs (seeds) of each, with some spread.'
                 % (name, np.mean(a) - np.mean(b), len(a), len(b)))
-    return ("%s: %+.2f ± %.2f points (standard error); Welch's t = "
-            '%.2f, df = %.1f, two-sided p = %.3f: %s from zero at n = %d and '
-            '%d (%g%% level).' % (
-                name, test['difference'], test['se'], test['t'], test['df'],
-                test['p'], 'distinguishable' if test['p'] < alpha else
+    return ("%s: %+.2f ± %.2f points (standard error; %g%% interval %+.2f "
+            "to %+.2f); Welch's t = %.2f, df = %.1f, two-sided p = %.3f: %s "
+            'from zero at n = %d and %d (%g%% level).' % (
+                name, test['difference'], test['se'], 100 * (1 - alpha),
+                test['low'], test['high'], test['t'], test['df'], test['p'],
+                'distinguishable' if test['p'] < alpha else
                 'not distinguishable', len(a), len(b), 100 * alpha))
 
 

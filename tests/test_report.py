@@ -171,6 +171,10 @@ def test_welch_on_samples_whose_answer_is_known():
     t = 2 / np.sqrt(1 / 3.)
     assert test['t'] == pytest.approx(t)
     assert test['p'] == pytest.approx(1 - t / np.sqrt(2 + t * t))  # 0.074
+    # the same closed form solved for p = 0.05: t(0.975, df=2) = sqrt(18.513)
+    half = np.sqrt(2 * 0.95 ** 2 / (1 - 0.95 ** 2)) * np.sqrt(1 / 3.)
+    assert (test['low'], test['high']) == pytest.approx((2 - half, 2 + half))
+    assert test['low'] < 0  # p > 0.05: the interval holds zero
     far = report.welch([90, 91, 92], [80, 80, 80])
     assert far['p'] == pytest.approx(1 - 11 * np.sqrt(3) / np.sqrt(
         2 + 363), rel=1e-6)  # 0.0027
@@ -196,8 +200,9 @@ def test_table3_says_whether_gcm_minus_cnn_is_distinguishable(tmp_path):
         claim = [l for l in text.splitlines() if l.startswith('GCM - CNN')]
         assert len(claim) == 1
         test = report.welch([90, 91, 92], [100 * c for c in cnn])
-        assert ('%+.2f ± %.2f points' % (test['difference'], test['se'])
-                in claim[0])
+        assert ('%+.2f ± %.2f points (standard error; 95%% interval %+.2f to '
+                '%+.2f)' % (test['difference'], test['se'], test['low'],
+                            test['high']) in claim[0])
         assert claim[0].endswith('from zero at n = 3 and 3 (5% level).')
         assert ('not distinguishable' in claim[0]) == (case == 'near')
     assert '91.00 ± 1.00 (n=3)' in text and '80.00 ± 0.00 (n=3)' in text
