@@ -298,8 +298,9 @@ def welch(a, b, alpha=0.05):
 def gcm_minus_cnn(rows, alpha=0.05, recipe=''):
     """The line the paper's claim ("GCM costs no accuracy") needs: GCM's
     accuracy minus the CNN's, both with `recipe` (Table 2's by default),
-    its standard error and 1 - alpha interval, and whether the difference is distinguishable from
-    zero at these numbers of runs (Welch's t, two-sided, at `alpha`)."""
+    its standard error and 1 - alpha interval, and whether the difference
+    is distinguishable from zero at these numbers of runs (Welch's t,
+    two-sided, at `alpha`)."""
     both = {r['model']: r for r in rows if r['recipe'] == recipe and
             r['model'] in ('gcm', 'cnn') and r['runs']}
     name = group_name('GCM - CNN', recipe)
