@@ -205,6 +205,7 @@ def test_table3_says_whether_gcm_minus_cnn_is_distinguishable(tmp_path):
                             test['high']) in claim[0])
         assert claim[0].endswith('from zero at n = 3 and 3 (5% level).')
         assert ('not distinguishable' in claim[0]) == (case == 'near')
+        assert (test['low'] > 0) == (case == 'far')  # the interval agrees
     assert '91.00 ± 1.00 (n=3)' in text and '80.00 ± 0.00 (n=3)' in text
 
 
