@@ -28,6 +28,10 @@ git -C "$repo" worktree remove --force "$code" 2>/dev/null
 git -C "$repo" worktree add -q --detach "$code" HEAD || exit 1
 commit=$(git -C "$code" rev-parse --short HEAD)
 machine=$(cd "$repo/benchmarks" && "$python" -c 'import machine; print(machine.cpu_name())')
+# what the run's 3x3 convolutions will be, by the rule the ops follow
+convolutions=$(cd "$code" && "$python" -c 'from gcm_lasagne import fastconv
+print("Winograd stride-1 3x3 convolutions" if fastconv.winograd_enabled()
+      else "direct convolutions (GCM_WINOGRAD=0)")' 2>/dev/null) || exit 1
 epoch_of() {  # the last finished epoch in a checkpoint, 0 without one
     [ -f "$1" ] || { echo 0; return; }
     "$python" -c "import numpy, sys; print(int(numpy.load(sys.argv[1], allow_pickle=False)['epoch']))" "$1"
@@ -59,7 +63,8 @@ grep -v '^#' "$queue" | while IFS='|' read -r name options estimate; do
     fi
     epoch=$(epoch_of "$runs/$name/checkpoint.npz")
     echo "- $([ "$epoch" -gt 0 ] && echo "Resumed after epoch $epoch" || echo Started):" \
-        "$(date -u '+%Y-%m-%d %H:%M') UTC on $machine, from a checkout of" \
+        "$(date -u '+%Y-%m-%d %H:%M') UTC on $machine, $convolutions," \
+        "from a checkout of" \
         "commit $commit (queue.sh)." >> "$notes"
     echo "$name" > "$runs/current.name"
     (cd "$code" && exec "$python" run_cifar10.py train --auto-resume \

@@ -11,6 +11,7 @@ import subprocess
 import numpy as np
 import pytest
 
+from gcm_lasagne import fastconv
 from test_bad_inputs import image_folder, training_checkpoint
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -112,6 +113,10 @@ def test_the_queue_starts_resumes_hands_over_stops_and_skips(project,
     assert notes.rstrip().endswith(
         'from a checkout of commit %s (queue.sh).' % commit)
     assert 'cores' in notes
+    convolutions = ('Winograd stride-1 3x3 convolutions'
+                    if fastconv.winograd_enabled()
+                    else 'direct convolutions (GCM_WINOGRAD=0)')
+    assert ', %s, from a checkout' % convolutions in notes
     notes = open(os.path.join(handed, 'NOTES.md')).read()
     assert "- Resumed after epoch 1: " in notes
     # each finished run was handed over: its last checkpoint committed
