@@ -235,11 +235,12 @@ def same_side_of_every_kink(net, X):
     """Per image, whether every ReLU's input has the same sign (-, 0 or +)
     in the folded and the unfolded graph."""
     x = net['input'].input_var
-    signs = [[np.sign(v).reshape(len(X), -1) for v in theano.function(
-        [x], relu_inputs(net, get))(X)] for get in (
-        inference.get_output,
-        lambda l: lasagne.layers.get_output(l, deterministic=True))]
-    return np.all([(a == b).all(axis=1) for a, b in zip(*signs)], axis=0)
+    folded = theano.function([x], relu_inputs(net, inference.get_output))
+    unfolded = theano.function([x], relu_inputs(
+        net, lambda l: lasagne.layers.get_output(l, deterministic=True)))
+    same = [(np.sign(a) == np.sign(b)).reshape(len(X), -1).all(axis=1)
+            for a, b in zip(folded(X), unfolded(X))]
+    return np.all(same, axis=0)
 
 
 def test_gradients_through_the_folded_graph_are_the_unfolded_ones(case):
