@@ -20,6 +20,11 @@ if kill -0 "$(cat "$runs/current.pid" 2>/dev/null)" 2>/dev/null; then
     echo "a run trains already (pid $(cat "$runs/current.pid"), $(cat "$runs/current.name")): one at a time" >&2
     exit 1
 fi
+machine=$(cd "$repo/benchmarks" && "$python" -c 'import machine
+print(machine.cpu_name())' 2>/dev/null) || {
+    echo "$python cannot run benchmarks/machine.py: set up .venv as README.md says" >&2
+    exit 1
+}
 if [ ! -d "$data/cifar10-jpeg" ]; then
     mkdir -p "$data" &&
         tar -xzf "$repo/../shared/data/cifar10-jpeg.tar.gz" -C "$data" || exit 1
@@ -27,11 +32,13 @@ fi
 git -C "$repo" worktree remove --force "$code" 2>/dev/null
 git -C "$repo" worktree add -q --detach "$code" HEAD || exit 1
 commit=$(git -C "$code" rev-parse --short HEAD)
-machine=$(cd "$repo/benchmarks" && "$python" -c 'import machine; print(machine.cpu_name())')
 # what the run's 3x3 convolutions will be, by the rule the ops follow
 convolutions=$(cd "$code" && "$python" -c 'from gcm_lasagne import fastconv
 print("Winograd stride-1 3x3 convolutions" if fastconv.winograd_enabled()
-      else "direct convolutions (GCM_WINOGRAD=0)")' 2>/dev/null) || exit 1
+      else "direct convolutions (GCM_WINOGRAD=0)")' 2>/dev/null) || {
+    echo "$python cannot import gcm_lasagne from the checkout $code: set up .venv as README.md says" >&2
+    exit 1
+}
 epoch_of() {  # the last finished epoch in a checkpoint, 0 without one
     [ -f "$1" ] || { echo 0; return; }
     "$python" -c "import numpy, sys; print(int(numpy.load(sys.argv[1], allow_pickle=False)['epoch']))" "$1"

@@ -151,3 +151,28 @@ def test_a_second_queue_is_refused_while_a_run_trains(project, tmp_path):
     assert done.stderr == ('a run trains already (pid %d, gcm-seed2): one at '
                            'a time\n' % os.getpid())
     assert not os.path.exists(str(tmp_path / 'code'))
+
+
+def test_an_environment_that_cannot_run_the_probes_is_one_line(project,
+                                                               tmp_path):
+    os.remove(os.path.join(project, 'benchmarks', 'machine.py'))
+    done = queue(project, tmp_path, ['fresh | --model gcm --epochs 1 | -'])
+    assert done.returncode == 1
+    assert done.stderr == ('%s/.venv/bin/python cannot run '
+                           'benchmarks/machine.py: set up .venv as README.md '
+                           'says\n' % project)
+    assert not os.path.exists(str(tmp_path / 'code'))
+
+    # a checkout without the package
+    shutil.copy(os.path.join(ROOT, 'benchmarks', 'machine.py'),
+                os.path.join(project, 'benchmarks'))
+    os.remove(os.path.join(project, 'gcm_lasagne'))
+    git(project, 'add', '-A')
+    git(project, 'commit', '-q', '-m', 'the project without its package')
+    os.makedirs(str(tmp_path / 'data' / 'cifar10-jpeg'))
+    done = queue(project, tmp_path, ['fresh | --model gcm --epochs 1 | -'])
+    assert done.returncode == 1
+    assert done.stderr == ('%s/.venv/bin/python cannot import gcm_lasagne '
+                           'from the checkout %s: set up .venv as README.md '
+                           'says\n' % (project, tmp_path / 'code'))
+    assert not os.path.exists(str(tmp_path / 'runs' / 'fresh'))
