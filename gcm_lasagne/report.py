@@ -217,12 +217,14 @@ def published(model):
 
 
 def _runs_columns(runs):
-    """Accuracy (mean, sample sd, n), seeds, epochs, s/epoch and data of a
-    group of runs of one recipe."""
+    """Accuracy (mean, sample sd, n), seeds, epochs, s/epoch (each run's
+    median, in seed order) and data of a group of runs of one recipe."""
     metrics = [read_json(os.path.join(r, 'metrics.json')) for r in runs]
     configs = [read_json(os.path.join(r, 'config.json')) for r in runs]
     acc = 100 * np.array([m['accuracy'] for m in metrics])
-    epoch_seconds = [e['seconds'] for r in runs for e in read_log(r)]
+    # per run: runs of one model ran on different processors, so a pooled
+    # median would describe none of them
+    epoch_seconds = [[e['seconds'] for e in read_log(r)] for r in runs]
     return dict(accuracies=' '.join('%.2f' % a for a in acc),
                 accuracy=round(float(acc.mean()), 2),
                 accuracy_std=(round(float(acc.std(ddof=1)), 2)
@@ -230,8 +232,8 @@ def _runs_columns(runs):
                 runs=len(runs),
                 seeds=' '.join(str(c.get('seed')) for c in configs),
                 epochs=metrics[0]['epochs'], data=data_name(configs[0]),
-                seconds_per_epoch=(round(float(np.median(epoch_seconds)), 1)
-                                   if epoch_seconds else None))
+                seconds_per_epoch=' '.join(
+                    '%.0f' % np.median(t) if t else '-' for t in epoch_seconds))
 
 
 def table3(runs_dirs, timing=True, groups=None):
@@ -390,7 +392,7 @@ def write_table3(rows, results_dir):
                          _cell(r['time_ratio'], '%.2f'),
                          _cell(r['paper_time_ratio']), _accuracy_cell(r),
                          _cell(r['epochs']),
-                         _cell(r['seconds_per_epoch'], '%.0f'),
+                         _cell(r['seconds_per_epoch']),
                          _cell(r['data']), r['paper_accuracy'],
                          _cell(r['difference'], '%+.2f')))
     lines += [''] + parity_lines(rows)
@@ -408,7 +410,7 @@ def write_table3(rows, results_dir):
                              r['name'], r['kind'], _params_cell(r),
                              _cell(r['paper_params']), _accuracy_cell(r),
                              _cell(r['epochs']),
-                             _cell(r['seconds_per_epoch'], '%.0f'),
+                             _cell(r['seconds_per_epoch']),
                              _cell(r['data']), _cell(r['paper_accuracy']),
                              _cell(r['difference'], '%+.2f'),
                              _cell(r['source'])))
@@ -419,7 +421,7 @@ def write_table3(rows, results_dir):
     notes = ['Time ratio: seconds per training batch of 128, GCM over CNN, '
              'measured on %s.' % theano.config.device,
              's/epoch: median seconds of an epoch (training and evaluation) '
-             'in the runs\' logs.',
+             'in each run\'s log, in seed order.',
              'test accuracy: mean ± sample standard deviation over n runs '
              '(seeds) where a model has several.',
              "Paper: Table 3, on the official CIFAR-10; 'data' names the "
@@ -456,7 +458,7 @@ def summary(rows):
         lines.append('| %s | %s | %s | %s | %s | %s | %s | %s |' % (
             r['name'], r['kind'], _params_cell(r), _accuracy_cell(r),
             _cell(r['paper_accuracy']), _cell(r['difference'], '%+.2f'),
-            _cell(r['source']), _cell(r['seconds_per_epoch'], '%.0f')))
+            _cell(r['source']), _cell(r['seconds_per_epoch'])))
     return '\n'.join(lines + [''] + parity_lines(rows) +
                      less_the_control(rows))
 

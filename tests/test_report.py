@@ -42,7 +42,7 @@ def read_csv(path):
 
 def test_table3_one_run_per_model_and_the_curves(tmp_path):
     runs, results = str(tmp_path / 'runs'), str(tmp_path / 'results')
-    make_run(os.path.join(runs, 'cnn'), 'cnn', 0.9039, seconds=40)
+    make_run(os.path.join(runs, 'cnn'), 'cnn', 0.9039, seconds=40.4)
     make_run(os.path.join(runs, 'gcm'), 'gcm', 0.9043, seconds=50)
     make_run(os.path.join(runs, 'gcm-clip'), 'gcm-clip', 0.8991)
     os.makedirs(os.path.join(runs, 'unfinished'))  # no metrics: not a row
@@ -51,7 +51,7 @@ def test_table3_one_run_per_model_and_the_curves(tmp_path):
     rows = read_csv(os.path.join(results, 'table3.csv'))
     assert rows['gcm']['accuracy'] == '90.43' and rows['gcm']['runs'] == '1'
     assert rows['gcm']['accuracy_std'] == ''  # one run: no spread
-    assert rows['cnn']['seconds_per_epoch'] == '130.5'  # median of 41..220
+    assert rows['cnn']['seconds_per_epoch'] == '131'  # median of 41.4..220.4
     assert rows['gcm-clip']['data'] == 'cifar10-jpeg'
     assert rows['gcm']['params'] == str(paper.PARAMS['gcm'])
     assert rows['gcm']['kind'] == 'paper' and rows['gcm']['recipe'] == ''
@@ -71,18 +71,22 @@ def test_table3_one_run_per_model_and_the_curves(tmp_path):
 
 def test_table3_averages_the_seeds_of_a_model(tmp_path):
     runs, results = str(tmp_path / 'runs'), str(tmp_path / 'results')
-    for seed, acc in ((1, 0.90), (2, 0.91), (3, 0.92)):
+    # seeds trained on machines of different speeds
+    for seed, acc, seconds in ((1, 0.90, 10.2), (2, 0.91, 90.2),
+                               (3, 0.92, 50.2)):
         make_run(os.path.join(runs, cli.run_name('gcm', seed)), 'gcm', acc,
-                 seed=seed)
+                 seed=seed, seconds=seconds)
     make_run(os.path.join(runs, 'cnn'), 'cnn', 0.85)
     rows = {r['model']: r for r in report.table3(runs, timing=False)}
     gcm = rows['gcm']
     assert (gcm['accuracy'], gcm['accuracy_std'], gcm['runs']) == \
         (91.0, 1.0, 3)
     assert gcm['seeds'] == '1 2 3'
+    # each run's median (of seconds+1..seconds+180), not one pooled figure
+    assert gcm['seconds_per_epoch'] == '101 181 141'
     assert rows['cnn']['runs'] == 1 and rows['gcm-clip']['runs'] == 0
     text = report.write_table3(list(rows.values()), results)
-    assert '91.00 ± 1.00 (n=3)' in text
+    assert '| 91.00 ± 1.00 (n=3) | 180 | 101 181 141 |' in text
 
 
 def test_table3_keeps_other_recipes_and_controls_apart(tmp_path):
