@@ -232,8 +232,8 @@ def _runs_columns(runs):
                 runs=len(runs),
                 seeds=' '.join(str(c.get('seed')) for c in configs),
                 epochs=metrics[0]['epochs'], data=data_name(configs[0]),
-                seconds_per_epoch=' '.join(
-                    '%.0f' % np.median(t) if t else '-' for t in epoch_seconds))
+                seconds_per_epoch=' '.join('%.0f' % np.median(t) if t else '-'
+                                           for t in epoch_seconds))
 
 
 def table3(runs_dirs, timing=True, groups=None):
@@ -259,7 +259,8 @@ def table3(runs_dirs, timing=True, groups=None):
                'params': count(model) if model in MODELS else None,
                'paper_params': params, 'time_ratio': None,
                'paper_time_ratio': None, 'accuracies': '',
-               'accuracy': None, 'accuracy_std': None, 'runs': 0, 'seeds': '', 'epochs': None,
+               'accuracy': None, 'accuracy_std': None, 'runs': 0,
+               'seeds': '', 'epochs': None,
                'seconds_per_epoch': None, 'data': None,
                'paper_accuracy': accuracy, 'difference': None,
                'source': source}
@@ -436,7 +437,8 @@ def write_table3(rows, results_dir):
     writer = csv.DictWriter(table, list(rows[0]))
     writer.writeheader()
     writer.writerows(rows)
-    atomic.write_text(os.path.join(results_dir, 'table3.csv'), table.getvalue())
+    atomic.write_text(os.path.join(results_dir, 'table3.csv'),
+                      table.getvalue())
     atomic.write_text(os.path.join(results_dir, 'summary.md'),
                       summary(rows) + '\n')
     return text
@@ -469,8 +471,8 @@ def metrics_text(metrics, loss):
     lines = ['accuracy %.2f%%  (loss %.4f)' % (100 * metrics['accuracy'],
                                                loss), '', 'per class:']
     for c in classes:
-        lines.append('  %-*s %6.2f%%' % (width, c,
-                                         100 * metrics['per_class_accuracy'][c]))
+        accuracy = metrics['per_class_accuracy'][c]
+        lines.append('  %-*s %6.2f%%' % (width, c, 100 * accuracy))
     lines += ['', 'confusion matrix (rows: true class, columns: predicted):',
               ' ' * (width + 2) + ' '.join('%5s' % c[:5] for c in classes)]
     for c, row in zip(classes, metrics['confusion_matrix']):
