@@ -1,5 +1,4 @@
-"""The official CIFAR-10 python archive as uint8 arrays, and unpacking tar
-archives safely.
+"""The official CIFAR-10 python archive as uint8 arrays.
 
 Only numpy and the standard library. Nothing in an archive is unpickled
 until its size and md5 match the official release; members are checked
@@ -10,16 +9,15 @@ import http.client
 import io
 import os
 import pickle
-import re
 import sys
 import tarfile
 import tempfile
 import time
 import urllib.request
-import zlib
 
 import numpy as np
 
+from .archives import TAR_ERRORS, check_member, tar_error
 from .errors import DataError
 
 
@@ -45,79 +43,6 @@ _FOLDER = 'cifar-10-batches-py/'
 _TRAIN_BATCHES = ['data_batch_%d' % i for i in range(1, 6)]
 _CHUNK = 1 << 20
 
-
-# --------------------------------------------------------------- tar safety
-
-def _check_member(member, tar_path):
-    """Refuse what could write or point outside the destination: absolute
-    names, `..` components, links, devices and fifos."""
-    name = member.name
-    parts = re.split(r'[/\\]', name)
-    if (name.startswith(('/', '\\')) or re.match(r'^[A-Za-z]:', name)
-            or '..' in parts):
-        raise DataError('refusing %s: member %r has an unsafe path'
-                        % (tar_path, name))
-    if not (member.isfile() or member.isdir()):
-        raise DataError('refusing %s: member %r is a link or special file'
-                        % (tar_path, name))
-
-
-def _tar_error(tar_path, error):
-    return DataError('%s is not a readable tar.gz archive (%s: %s); it may be '
-                     'truncated or corrupt' % (tar_path, type(error).__name__,
-                                               error))
-
-
-# Errors tarfile/gzip raise on a truncated or corrupt stream.
-_TAR_ERRORS = (tarfile.TarError, EOFError, zlib.error, OSError)
-
-
-def _top_folder(name):
-    while name.startswith('./'):
-        name = name[2:]
-    return re.split(r'[/\\]', name)[0]
-
-
-def extract_archive_safely(tar_path, dest):
-    """Unpack a .tar / .tar.gz (e.g. an image folder) into `dest`.
-
-    Every member is checked before anything is written, so an archive with
-    an unsafe member leaves `dest` untouched. Returns the folder it unpacked
-    to: the archive's single top-level folder if it has exactly one (as
-    cifar10-jpeg.tar.gz does), else `dest`.
-    """
-    if not os.path.isfile(tar_path):
-        raise DataError('no archive at %s' % os.path.abspath(tar_path))
-    try:
-        tar = tarfile.open(tar_path, 'r:*')
-    except _TAR_ERRORS as e:
-        raise _tar_error(tar_path, e)
-    with tar:
-        try:
-            members = tar.getmembers()
-        except _TAR_ERRORS as e:
-            raise _tar_error(tar_path, e)
-        for member in members:
-            _check_member(member, tar_path)
-        try:
-            os.makedirs(dest, exist_ok=True)
-            if hasattr(tarfile, 'data_filter'):
-                # Python >= 3.11.4 also drops setuid bits and odd modes.
-                tar.extractall(dest, members=members, filter='data')
-            else:
-                tar.extractall(dest, members=members)
-        except _TAR_ERRORS as e:
-            raise DataError('could not extract %s into %s (%s: %s)'
-                            % (tar_path, dest, type(e).__name__, e))
-    tops = {_top_folder(m.name) for m in members} - {'', '.'}
-    if len(tops) == 1:
-        top = os.path.join(dest, tops.pop())
-        if os.path.isdir(top):
-            return top
-    return dest
-
-
-# ------------------------------------------------------------ CIFAR-10
 
 class _BatchUnpickler(pickle.Unpickler):
     """Admits only the globals a CIFAR-10 batch pickle needs (a numpy uint8
@@ -237,7 +162,7 @@ def _read_members(f, path, archive):
     try:
         with tarfile.open(fileobj=f, mode='r:gz') as tar:
             for member in tar:  # sequential: no seeking back in the gzip
-                _check_member(member, path)
+                check_member(member, path)
                 base = wanted.get(member.name)
                 if base is None or not member.isfile():
                     continue
@@ -246,8 +171,8 @@ def _read_members(f, path, archive):
                 raw[base] = tar.extractfile(member).read()
     except DataError:
         raise
-    except _TAR_ERRORS as e:
-        raise _tar_error(path, e)
+    except TAR_ERRORS as e:
+        raise tar_error(path, e)
     missing = [_FOLDER + b for b in wanted.values() if b not in raw]
     if missing:
         raise DataError('%s lacks %s' % (path, ', '.join(missing)))

@@ -80,9 +80,12 @@ def add_data_options(p, default='cifar10'):
     p.add_argument('--data', default=default,
                    help="'cifar10' (the official archive, downloaded into "
                         "--data-dir) or PATH, a folder with train/<class>/ "
-                        "and test/<class>/ images")
+                        "and test/<class>/ images, or such a folder as a "
+                        ".tar.gz, .tgz or .tar (unpacked into --data-dir "
+                        "once)")
     p.add_argument('--data-dir', default='data',
-                   help='where the CIFAR-10 archive is (default: data/)')
+                   help='where the CIFAR-10 archive is and archives given '
+                        'to --data are unpacked (default: data/)')
     p.add_argument('--no-download', dest='download', action='store_false',
                    help='never download CIFAR-10; fail if it is missing')
     p.add_argument('--image-size', type=LIMIT['image_size'], nargs=2,

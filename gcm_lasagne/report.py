@@ -13,7 +13,7 @@ import scipy.stats
 import theano
 import theano.tensor as T
 
-from . import atomic, paper, resnet, runfolder, train
+from . import archives, atomic, paper, resnet, runfolder, train
 from .models import MODELS, build_model
 from .train import compile_train, default_config
 
@@ -199,9 +199,10 @@ def find_runs(runs_dirs, warn=_warn):
 
 def data_name(config):
     """The data set a run used, as a name: 'cifar10' or the image
-    folder's last path component (shipped configs hold just the name)."""
+    folder's (or its archive's) last path component without .tar.gz
+    (shipped configs hold just the name)."""
     data = config.get('data', 'cifar10')
-    return os.path.basename(os.path.normpath(data))
+    return archives.strip_suffix(os.path.basename(os.path.normpath(data)))
 
 
 def published(model):

@@ -20,8 +20,8 @@ import theano
 import theano.tensor as T
 from PIL import Image
 
-from . import (atomic, batches, checkpoint, cifar10, images, inference,
-               options, paper, resnet, runfolder, stopping)
+from . import (archives, atomic, batches, checkpoint, cifar10, images,
+               inference, options, paper, resnet, runfolder, stopping)
 from .errors import DataError, TrainingError
 from .models import build_model
 
@@ -122,7 +122,10 @@ def _load_dataset(config, splits=('train', 'test')):
     if config['data'] == 'cifar10':
         return cifar10.load_cifar10(config['data_dir'],
                                     download=config['download'])
-    return images.load_image_folder(config['data'],
+    folder = config['data']
+    if archives.is_archive(folder):
+        folder = archives.unpacked_image_folder(folder, config['data_dir'])
+    return images.load_image_folder(folder,
                                     size=tuple(size) if size else None,
                                     splits=splits)
 

@@ -422,22 +422,3 @@ def test_broken_download_is_a_data_error(tmp_path, monkeypatch, capsys):
     assert os.listdir(str(data_dir)) == []
     err = capsys.readouterr().err
     assert err.startswith('\rdownloading') and err.endswith('\n')
-
-
-@pytest.mark.parametrize('member', UNSAFE, ids=_name)
-def test_extract_refuses_unsafe_members_before_writing(tmp_path, member):
-    tar_path = str(tmp_path / 'bad.tar.gz')
-    write_tar(tar_path, [('cifar-10-batches-py/ok', b'fine'), member])
-    dest = tmp_path / 'out'
-    with pytest.raises(DataError) as e:
-        cifar10.extract_archive_safely(tar_path, str(dest))
-    assert repr(_name(member)) in str(e.value)
-    assert not dest.exists() and not (tmp_path / 'evil').exists()
-
-
-def test_extract_truncated_archive(tmp_path):
-    tar_path = tmp_path / 'cut.tar.gz'
-    write_tar(str(tar_path), [('a/b', os.urandom(50000))])
-    tar_path.write_bytes(tar_path.read_bytes()[:20000])
-    with pytest.raises(DataError, match='cut.tar.gz'):
-        cifar10.extract_archive_safely(str(tar_path), str(tmp_path / 'out'))

@@ -1,13 +1,11 @@
 """gcm_lasagne.images: image folders and image files, on small synthetic
 PNGs and JPEGs."""
 import shutil
-import tarfile
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from gcm_lasagne import cifar10
 from gcm_lasagne import images
 from gcm_lasagne.errors import DataError
 
@@ -142,17 +140,6 @@ def test_empty_class_and_missing_split(folder, tmp_path):
         images.load_image_folder(str(tmp_path / 'only_train'))
     with pytest.raises(DataError, match='is not a folder'):
         images.load_image_folder(str(tmp_path / 'nothing'))
-
-
-def test_extract_archive_safely(folder, tmp_path):
-    root, _ = folder
-    tar_path = str(tmp_path / 'imgs.tar.gz')
-    with tarfile.open(tar_path, 'w:gz') as tar:
-        tar.add(str(root), arcname='imgs')
-    top = cifar10.extract_archive_safely(tar_path, str(tmp_path / 'out'))
-    assert top == str(tmp_path / 'out' / 'imgs')
-    a, b = images.load_image_folder(str(root)), images.load_image_folder(top)
-    np.testing.assert_array_equal(a['X_train'], b['X_train'])
 
 
 # ------------------------------------------------------------ image files

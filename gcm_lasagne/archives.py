@@ -1,0 +1,169 @@
+"""Tar archives from outside, and an image folder given as one.
+
+Every member is checked (no absolute names, no `..`, no links or devices)
+before anything is read or written. `--data images.tar.gz` is unpacked
+once into --data-dir, atomically: into a temporary folder beside the
+target that takes the target's name only when complete, so an interrupted
+unpacking never passes for a finished one.
+"""
+import hashlib
+import os
+import re
+import shutil
+import tarfile
+import tempfile
+import zlib
+
+from .errors import DataError
+
+SUFFIXES = ('.tar.gz', '.tgz', '.tar')
+# In an unpacked folder: the sha256 of the archive it came from, so a
+# changed archive is not silently read as its old copy.
+_SOURCE = '.unpacked-from'
+
+
+def check_member(member, tar_path):
+    """Refuse what could write or point outside the destination: absolute
+    names, `..` components, links, devices and fifos."""
+    name = member.name
+    parts = re.split(r'[/\\]', name)
+    if (name.startswith(('/', '\\')) or re.match(r'^[A-Za-z]:', name)
+            or '..' in parts):
+        raise DataError('refusing %s: member %r has an unsafe path'
+                        % (tar_path, name))
+    if not (member.isfile() or member.isdir()):
+        raise DataError('refusing %s: member %r is a link or special file'
+                        % (tar_path, name))
+
+
+def tar_error(tar_path, error):
+    return DataError('%s is not a readable tar.gz archive (%s: %s); it may be '
+                     'truncated or corrupt' % (tar_path, type(error).__name__,
+                                               error))
+
+
+# Errors tarfile/gzip raise on a truncated or corrupt stream.
+TAR_ERRORS = (tarfile.TarError, EOFError, zlib.error, OSError)
+
+
+def _top_folder(name):
+    while name.startswith('./'):
+        name = name[2:]
+    return re.split(r'[/\\]', name)[0]
+
+
+def _unpack(tar_path, dest, marker=None):
+    """Members of `tar_path` into a new folder `dest`, all or nothing;
+    `marker`, if given, is written into it as _SOURCE. Returns the names
+    of the members' top-level entries."""
+    try:
+        tar = tarfile.open(tar_path, 'r:*')
+    except TAR_ERRORS as e:
+        raise tar_error(tar_path, e)
+    with tar:
+        try:
+            members = tar.getmembers()
+        except TAR_ERRORS as e:
+            raise tar_error(tar_path, e)
+        for member in members:
+            check_member(member, tar_path)
+        parent = os.path.dirname(os.path.abspath(dest))
+        tmp = None
+        try:
+            os.makedirs(parent, exist_ok=True)
+            tmp = tempfile.mkdtemp(dir=parent, prefix='.%s.partial-'
+                                   % os.path.basename(dest))
+            if hasattr(tarfile, 'data_filter'):
+                # Python >= 3.11.4 also drops setuid bits and odd modes.
+                tar.extractall(tmp, members=members, filter='data')
+            else:
+                tar.extractall(tmp, members=members)
+            if marker is not None:
+                with open(os.path.join(tmp, _SOURCE), 'w') as f:
+                    f.write(marker + '\n')
+            os.chmod(tmp, 0o755)  # mkdtemp makes it owner-only
+            os.rename(tmp, dest)
+        except TAR_ERRORS as e:
+            raise DataError('could not unpack %s into %s (%s: %s)'
+                            % (tar_path, dest, type(e).__name__, e))
+        finally:
+            if tmp and os.path.isdir(tmp):
+                shutil.rmtree(tmp, ignore_errors=True)
+    return {_top_folder(m.name) for m in members} - {'', '.'}
+
+
+def extract_archive_safely(tar_path, dest):
+    """Unpack a .tar / .tar.gz into `dest`, which must not exist yet.
+
+    Every member is checked before anything is written, and the archive is
+    unpacked beside `dest` first, so an unsafe member, a corrupt archive or
+    an interruption leaves no `dest`. Returns the archive's single
+    top-level folder if it has exactly one (as cifar10-jpeg.tar.gz does),
+    else `dest`.
+    """
+    if not os.path.isfile(tar_path):
+        raise DataError('no archive at %s' % os.path.abspath(tar_path))
+    if os.path.lexists(dest):
+        raise DataError('%s already exists; not unpacking %s over it'
+                        % (dest, tar_path))
+    return _image_root(dest, _unpack(tar_path, dest))
+
+
+def _image_root(dest, tops):
+    if os.path.isdir(os.path.join(dest, 'train')) or len(tops) != 1:
+        return dest
+    top = os.path.join(dest, tops.pop())
+    return top if os.path.isdir(top) else dest
+
+
+def is_archive(path):
+    return path.lower().endswith(SUFFIXES)
+
+
+def strip_suffix(name):
+    """'cifar10-jpeg.tar.gz' -> 'cifar10-jpeg'; other names unchanged."""
+    for suffix in SUFFIXES:
+        if name.lower().endswith(suffix):
+            return name[:-len(suffix)]
+    return name
+
+
+def _sha256(path):
+    digest = hashlib.sha256()
+    try:
+        with open(path, 'rb') as f:
+            for block in iter(lambda: f.read(1 << 20), b''):
+                digest.update(block)
+    except OSError as e:
+        raise DataError('cannot read %s (%s)' % (path, e.strerror or e))
+    return digest.hexdigest()
+
+
+def unpacked_image_folder(tar_path, data_dir):
+    """The image folder inside `tar_path`, unpacked into
+    data_dir/<archive name without .tar.gz> the first time and read from
+    there afterwards, as long as the archive is unchanged (its sha256)."""
+    if not os.path.isfile(tar_path):
+        raise DataError('no archive at %s' % os.path.abspath(tar_path))
+    dest = os.path.join(os.path.expanduser(data_dir),
+                        strip_suffix(os.path.basename(tar_path)))
+    digest = _sha256(tar_path)
+    if not os.path.lexists(dest):
+        try:
+            _unpack(tar_path, dest, marker=digest)
+        except DataError:
+            # Tasks of a job array may unpack at once: the first to finish
+            # names the copy, the others then read it.
+            if not os.path.lexists(dest):
+                raise
+    try:
+        with open(os.path.join(dest, _SOURCE)) as f:
+            unpacked_from = f.read().strip()
+    except OSError:
+        unpacked_from = None
+    if unpacked_from != digest:
+        raise DataError('%s exists but is not an unpacked copy of %s; '
+                        'remove it or give another --data-dir'
+                        % (dest, tar_path))
+    tops = {n for n in os.listdir(dest) if not n.startswith('.')}
+    return _image_root(dest, tops)
