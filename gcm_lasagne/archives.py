@@ -46,16 +46,9 @@ def tar_error(tar_path, error):
 TAR_ERRORS = (tarfile.TarError, EOFError, zlib.error, OSError)
 
 
-def _top_folder(name):
-    while name.startswith('./'):
-        name = name[2:]
-    return re.split(r'[/\\]', name)[0]
-
-
-def _unpack(tar_path, dest, marker=None):
-    """Members of `tar_path` into a new folder `dest`, all or nothing;
-    `marker`, if given, is written into it as _SOURCE. Returns the names
-    of the members' top-level entries."""
+def _unpack(tar_path, dest, marker):
+    """Members of `tar_path` into a new folder `dest`, all or nothing,
+    with `marker` in it as _SOURCE."""
     try:
         tar = tarfile.open(tar_path, 'r:*')
     except TAR_ERRORS as e:
@@ -78,9 +71,8 @@ def _unpack(tar_path, dest, marker=None):
                 tar.extractall(tmp, members=members, filter='data')
             else:
                 tar.extractall(tmp, members=members)
-            if marker is not None:
-                with open(os.path.join(tmp, _SOURCE), 'w') as f:
-                    f.write(marker + '\n')
+            with open(os.path.join(tmp, _SOURCE), 'w') as f:
+                f.write(marker + '\n')
             os.chmod(tmp, 0o755)  # mkdtemp makes it owner-only
             os.rename(tmp, dest)
         except TAR_ERRORS as e:
@@ -89,24 +81,6 @@ def _unpack(tar_path, dest, marker=None):
         finally:
             if tmp and os.path.isdir(tmp):
                 shutil.rmtree(tmp, ignore_errors=True)
-    return {_top_folder(m.name) for m in members} - {'', '.'}
-
-
-def extract_archive_safely(tar_path, dest):
-    """Unpack a .tar / .tar.gz into `dest`, which must not exist yet.
-
-    Every member is checked before anything is written, and the archive is
-    unpacked beside `dest` first, so an unsafe member, a corrupt archive or
-    an interruption leaves no `dest`. Returns the archive's single
-    top-level folder if it has exactly one (as cifar10-jpeg.tar.gz does),
-    else `dest`.
-    """
-    if not os.path.isfile(tar_path):
-        raise DataError('no archive at %s' % os.path.abspath(tar_path))
-    if os.path.lexists(dest):
-        raise DataError('%s already exists; not unpacking %s over it'
-                        % (dest, tar_path))
-    return _image_root(dest, _unpack(tar_path, dest))
 
 
 def _image_root(dest, tops):
@@ -150,7 +124,7 @@ def unpacked_image_folder(tar_path, data_dir):
     digest = _sha256(tar_path)
     if not os.path.lexists(dest):
         try:
-            _unpack(tar_path, dest, marker=digest)
+            _unpack(tar_path, dest, digest)
         except DataError:
             # Tasks of a job array may unpack at once: the first to finish
             # names the copy, the others then read it.

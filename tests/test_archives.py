@@ -24,7 +24,7 @@ def test_unsafe_members_are_refused_before_writing(tmp_path, member):
     tar_path = str(tmp_path / 'bad.tar.gz')
     write_tar(tar_path, [('cifar-10-batches-py/ok', b'fine'), member])
     with pytest.raises(DataError) as e:
-        archives.extract_archive_safely(tar_path, str(tmp_path / 'out'))
+        archives.unpacked_image_folder(tar_path, str(tmp_path / 'd'))
     assert repr(_name(member)) in str(e.value)
     assert sorted(os.listdir(str(tmp_path))) == ['bad.tar.gz']
 
@@ -34,8 +34,7 @@ def test_a_truncated_archive_leaves_nothing(tmp_path):
     write_tar(str(tar_path), [('a/b', os.urandom(50000))])
     tar_path.write_bytes(tar_path.read_bytes()[:20000])
     with pytest.raises(DataError, match='cut.tar.gz'):
-        archives.extract_archive_safely(str(tar_path), str(tmp_path / 'out'))
-    # the half-written copy beside the target is gone too
+        archives.unpacked_image_folder(str(tar_path), str(tmp_path / 'd'))
     assert sorted(os.listdir(str(tmp_path))) == ['cut.tar.gz']
 
 
@@ -49,15 +48,6 @@ def test_an_interrupted_unpacking_leaves_nothing(folder, tmp_path,
     with pytest.raises(KeyboardInterrupt):
         archives.unpacked_image_folder(tar_path, str(tmp_path / 'd'))
     assert os.listdir(str(tmp_path / 'd')) == []
-
-
-def test_extract_returns_the_single_top_folder(folder, tmp_path):
-    tar_path = _tar(folder, tmp_path / 'shapes.tar.gz', 'shapes')
-    top = archives.extract_archive_safely(tar_path, str(tmp_path / 'out'))
-    assert top == str(tmp_path / 'out' / 'shapes')
-    assert sorted(os.listdir(top)) == ['test', 'train']
-    with pytest.raises(DataError, match='already exists'):
-        archives.extract_archive_safely(tar_path, str(tmp_path / 'out'))
 
 
 def test_an_archive_is_unpacked_once_and_while_unchanged(folder, tmp_path):
