@@ -83,15 +83,8 @@ def _unpack(tar_path, dest, marker):
                 shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _image_root(dest, tops):
-    if os.path.isdir(os.path.join(dest, 'train')) or len(tops) != 1:
-        return dest
-    top = os.path.join(dest, tops.pop())
-    return top if os.path.isdir(top) else dest
-
-
 def is_archive(path):
-    return path.lower().endswith(SUFFIXES)
+    return strip_suffix(path) != path
 
 
 def strip_suffix(name):
@@ -103,14 +96,11 @@ def strip_suffix(name):
 
 
 def _sha256(path):
-    digest = hashlib.sha256()
     try:
         with open(path, 'rb') as f:
-            for block in iter(lambda: f.read(1 << 20), b''):
-                digest.update(block)
+            return hashlib.file_digest(f, 'sha256').hexdigest()
     except OSError as e:
         raise DataError('cannot read %s (%s)' % (path, e.strerror or e))
-    return digest.hexdigest()
 
 
 def unpacked_image_folder(tar_path, data_dir):
@@ -139,5 +129,14 @@ def unpacked_image_folder(tar_path, data_dir):
         raise DataError('%s exists but is not an unpacked copy of %s; '
                         'remove it or give another --data-dir'
                         % (dest, tar_path))
-    tops = {n for n in os.listdir(dest) if not n.startswith('.')}
-    return _image_root(dest, tops)
+    return _image_root(dest)
+
+
+def _image_root(dest):
+    """`dest`, or the one folder it holds if the archive packed the image
+    folder inside a top-level folder (as cifar10-jpeg.tar.gz does)."""
+    tops = [n for n in os.listdir(dest) if not n.startswith('.')]
+    if os.path.isdir(os.path.join(dest, 'train')) or len(tops) != 1:
+        return dest
+    top = os.path.join(dest, tops[0])
+    return top if os.path.isdir(top) else dest
