@@ -75,13 +75,6 @@ def _unpickle(raw, what):
             for k, v in obj.items()}
 
 
-def _md5_of_file(f):
-    md5 = hashlib.md5()
-    for chunk in iter(lambda: f.read(_CHUNK), b''):
-        md5.update(chunk)
-    return md5.hexdigest()
-
-
 def _progress_line(name, done, total, t0):
     rate = done / max(time.time() - t0, 1e-6) / 1e6
     sys.stderr.write('\rdownloading %s: %.1f / %.1f MB (%d%%) %.1f MB/s '
@@ -232,7 +225,8 @@ def load_cifar10(data_dir='data', download=True, progress=True,
     # checked.
     with f:
         size = os.fstat(f.fileno()).st_size
-        md5 = _md5_of_file(f) if size == archive['size'] else None
+        md5 = (hashlib.file_digest(f, 'md5').hexdigest()
+               if size == archive['size'] else None)
         if md5 != archive['md5']:
             found = ('md5 %s' % md5) if md5 else ('%d bytes' % size)
             raise DataError('%s is not the expected CIFAR-10 archive (%s; '
