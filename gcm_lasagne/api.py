@@ -14,14 +14,14 @@ the network is fed, `batches.to_float`); anything else is an InputError (a
 ValueError), so wrongly scaled pixels are never classified silently.
 Every other argument is checked too (arguments.py): a bad one is a
 ValueError, or a TypeError for a wrong type, naming it and what it must be.
-Results come out as float32 numpy arrays, computed batch by batch by
-Theano functions (one for the scores, one for the maps too) compiled at
-first use and then reused, in inference mode (batch norm with its running
-averages, folded into the convolutions: inference.py). A model without CCMs (the CNN baseline, resnet20) is explained
-by its Class Activation Maps (Zhou et al.; Grad-CAM on request), drawn by
-gcm_lasagne/attribution.py, the module the faithfulness figures use. The
-command line's `explain`, `figures`, `compare`, `demo` and `evaluate` go
-through this module.
+Results come out as float32 numpy arrays, computed batch by batch by Theano
+functions (one for the scores, one for the maps too) compiled at first use and
+then reused, in inference mode (batch norm with its running averages, folded
+into the convolutions: inference.py). A model without CCMs (the CNN baseline,
+resnet20) is explained by its Class Activation Maps (Zhou et al.; Grad-CAM on
+request), drawn by gcm_lasagne/attribution.py, the module the faithfulness
+figures use. The command line's `explain`, `figures`, `compare`, `demo` and
+`evaluate` go through this module.
 """
 import collections
 import os

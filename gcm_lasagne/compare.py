@@ -6,9 +6,9 @@ model predicts, and under it are that class and its score, so where the
 two disagree the figure shows both answers and why each was given. Every
 image is a group of three cells, the original, GCM's CCM, the other's
 CAM, with positive parts above negative parts as in Figure 6. Each map has
-its own brightness scale: the two are maps of different networks, whose
-scores need not be on one scale, and a shared one would make the model
-with the larger scores look more certain. Drawn with Pillow at exact pixel positions
+its own brightness scale: the two are maps of different networks, whose scores
+need not be on one scale, and a shared one would make the model with the larger
+scores look more certain. Drawn with Pillow at exact pixel positions
 (`CompareLayout`), like gcm_lasagne/visualize.py, whose helpers it uses.
 """
 import math

@@ -415,9 +415,10 @@ def batch_norm_infer(x, mean, inv_std, gamma, beta):
 
 def with_rectify(y):
     """rectify(y) as one op with the BN (or BiasAdd) that made y, or None
-    if y is not the output of a ReLU-less op of this module. The BN layer may leave a `rebind`
-    callback on y's tag: it is told the new op's statistics, so that the
-    running averages follow the op that stays in the graph."""
+    if y is not the output of a ReLU-less op of this module. The BN layer
+    may leave a `rebind` callback on y's tag: it is told the new op's
+    statistics, so that the running averages follow the op that stays in
+    the graph."""
     node = y.owner
     if node is None or not isinstance(node.op, _BatchNormOp) or \
             node.op.relu or node.outputs[0] is not y:
