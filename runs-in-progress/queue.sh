@@ -3,17 +3,19 @@
 # was handed over, and hand the one training over every 30 minutes. Start it
 # first thing in a session, in the background:
 #     nohup bash runs-in-progress/queue.sh > /work/queue.log 2>&1 &
-# RUNS (/work/runs), DATA (/work/data, holding cifar10-jpeg/), CODE
-# (/work/runcode: a checkout of HEAD of its own, so that edits in the work
-# tree cannot reach a run) and QUEUE (queue.txt) may be set. Finished runs
-# (in runs-finished/, or with a metrics.json in RUNS) are skipped; the queue
-# stops at the first run that does not finish.
+# RUNS (/work/runs), ARCHIVE (../shared/data/cifar10-jpeg.tar.gz, given to
+# --data: train checks its members and unpacks it once into DATA,
+# /work/data), CODE (/work/runcode: a checkout of HEAD of its own, so that
+# edits in the work tree cannot reach a run) and QUEUE (queue.txt) may be
+# set. Finished runs (in runs-finished/, or with a metrics.json in RUNS) are
+# skipped; the queue stops at the first run that does not finish.
 # All of it is one block, read before it runs: bash reads a script as it
 # goes, and this one runs for days while the work tree changes.
 {
 set -uo pipefail
 here=$(cd "$(dirname "$0")" && pwd); repo=$(dirname "$here")
 runs=${RUNS:-/work/runs} data=${DATA:-/work/data} code=${CODE:-/work/runcode}
+archive=${ARCHIVE:-$(dirname "$repo")/shared/data/cifar10-jpeg.tar.gz}
 queue=${QUEUE:-$here/queue.txt} python=$repo/.venv/bin/python
 mkdir -p "$runs"
 if kill -0 "$(cat "$runs/current.pid" 2>/dev/null)" 2>/dev/null; then
@@ -25,10 +27,6 @@ print(machine.cpu_name())' 2>/dev/null) || {
     echo "$python cannot run benchmarks/machine.py: set up .venv as README.md says" >&2
     exit 1
 }
-if [ ! -d "$data/cifar10-jpeg" ]; then
-    mkdir -p "$data" &&
-        tar -xzf "$repo/../shared/data/cifar10-jpeg.tar.gz" -C "$data" || exit 1
-fi
 git -C "$repo" worktree remove --force "$code" 2>/dev/null
 git -C "$repo" worktree add -q --detach "$code" HEAD || exit 1
 commit=$(git -C "$code" rev-parse --short HEAD)
@@ -65,8 +63,8 @@ grep -v '^#' "$queue" | while IFS='|' read -r name options estimate; do
     notes=$here/$name/NOTES.md
     if [ ! -f "$notes" ]; then
         mkdir -p "$here/$name"
-        printf '# %s\n\n    run_cifar10.py train %s \\\n        --data %s --out %s\n\n## Estimate before starting\n\n%s.\n\n## Where each epoch ran\n\n' \
-            "$name" "$options" "$data/cifar10-jpeg" "$runs/$name" "$estimate" > "$notes"
+        printf '# %s\n\n    run_cifar10.py train %s \\\n        --data %s --data-dir %s --out %s\n\n## Estimate before starting\n\n%s.\n\n## Where each epoch ran\n\n' \
+            "$name" "$options" "$archive" "$data" "$runs/$name" "$estimate" > "$notes"
     fi
     epoch=$(epoch_of "$runs/$name/checkpoint.npz")
     echo "- $([ "$epoch" -gt 0 ] && echo "Resumed after epoch $epoch" || echo Started):" \
@@ -75,7 +73,7 @@ grep -v '^#' "$queue" | while IFS='|' read -r name options estimate; do
         "commit $commit (queue.sh)." >> "$notes"
     echo "$name" > "$runs/current.name"
     (cd "$code" && exec "$python" run_cifar10.py train --auto-resume \
-        --out "$runs/$name" --data "$data/cifar10-jpeg" $options) \
+        --out "$runs/$name" --data "$archive" --data-dir "$data" $options) \
         > "$runs/$name.out" 2>&1 &
     echo $! > "$runs/current.pid"
     wait $!; status=$?

@@ -7,6 +7,7 @@ and skips finished runs when started again."""
 import os
 import shutil
 import subprocess
+import tarfile
 
 import numpy as np
 import pytest
@@ -48,6 +49,7 @@ def queue(project, tmp_path, lines):
     with open(path, 'w') as f:
         f.write('# a comment\n\n' + ''.join(line + '\n' for line in lines))
     env = dict(os.environ, RUNS=str(tmp_path / 'runs'),
+               ARCHIVE=str(tmp_path / 'cifar10-jpeg.tar.gz'),
                DATA=str(tmp_path / 'data'), CODE=str(tmp_path / 'code'),
                QUEUE=path, **GIT_ENV)
     return subprocess.run(['bash', os.path.join(project, 'runs-in-progress',
@@ -63,8 +65,12 @@ def log_rows(run):
 
 def test_the_queue_starts_resumes_hands_over_stops_and_skips(project,
                                                               tmp_path):
-    data = str(tmp_path / 'data' / 'cifar10-jpeg')
+    # the data comes packed, as ../shared has it; train unpacks it
+    data = str(tmp_path / 'images' / 'cifar10-jpeg')
     image_folder(data)
+    archive = str(tmp_path / 'cifar10-jpeg.tar.gz')
+    with tarfile.open(archive, 'w:gz') as tar:
+        tar.add(data, arcname='cifar10-jpeg')
     # handed over on another machine: 'handed' after epoch 1 of 2, 'ended'
     # after its last epoch, before it was evaluated
     handed = os.path.join(project, 'runs-in-progress', 'handed')
@@ -102,14 +108,18 @@ def test_the_queue_starts_resumes_hands_over_stops_and_skips(project,
         assert os.path.exists(os.path.join(runs, name, 'model.npz'))
         assert os.path.exists(os.path.join(runs, name, 'metrics.json'))
     assert not os.path.exists(os.path.join(runs, 'never'))
+    # the archive unpacked where DATA says
+    assert os.path.exists(os.path.join(str(tmp_path / 'data'),
+                                       'cifar10-jpeg', '.unpacked-from'))
 
     notes = open(os.path.join(project, 'runs-in-progress', 'fresh',
                               'NOTES.md')).read()
     assert notes.startswith(
         '# fresh\n\n    run_cifar10.py train --model gcm --epochs 1 '
-        '--batch-size 4 \\\n        --data %s --out %s/fresh\n\n'
+        '--batch-size 4 \\\n        --data %s --data-dir %s --out %s/fresh\n\n'
         '## Estimate before starting\n\n1 s an epoch.\n\n'
-        '## Where each epoch ran\n\n- Started: ' % (data, runs))
+        '## Where each epoch ran\n\n- Started: '
+        % (archive, tmp_path / 'data', runs))
     assert notes.rstrip().endswith(
         'from a checkout of commit %s (queue.sh).' % commit)
     assert 'cores' in notes
